@@ -1,0 +1,1 @@
+"""Sans-IO wire formats: bytes in, events out. Nothing here imports twisted."""
