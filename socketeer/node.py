@@ -1,0 +1,280 @@
+"""A node: one sourcesink's presence in a cluster, owning its streams and their messages.
+
+The node sits between the streams and the channel: it stamps outgoing stream messages with
+the cluster / node / resource address, sequence number, timestamp and incarnation, and it
+dispatches incoming envelopes to the stream they belong to (or to the open handler of a
+spawning sink). It knows nothing about sockets or STOMP frames beyond the envelope codec.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from socketeer.errors import OpenFailure
+from socketeer.stream import Phase, Stream
+from socketeer.wire.envelope import (
+    BROADCAST,
+    Envelope,
+    EnvelopeError,
+    MsgType,
+    check_name,
+    encode_params,
+    encode_send,
+    from_frame,
+)
+
+
+class ChannelLink:
+    """What a node needs from its channel connection (ChannelProtocol provides it)."""
+
+    def send_bytes(self, data: bytes) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Node:
+    """One sourcesink: cluster and node name, its streams, its channel link."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        cluster: str,
+        name: str,
+        topic: str,
+        clock: IReactorTime,
+        *,
+        window: int = 1 << 20,
+        incarnation: str | None = None,
+    ) -> None:
+        self.cluster = check_name(cluster, "cluster name")
+        self.name = check_name(name, "node name")
+        self.topic = check_name(topic, "topic")
+        self.clock = clock
+        self.window = window
+        self.incarnation = incarnation or os.urandom(6).hex()
+        self.streams: dict[tuple[str, str], Stream] = {}
+        self.open_handler: Callable[[Envelope], None] | None = None
+        self.stats: Counter[str] = Counter()
+        self._link: ChannelLink | None = None
+        self._congested = False
+        self._unsent_opens: list[tuple[Stream, bytes]] = []
+        self._counter = 0
+        self._ready_waiters: list[Deferred] = []
+
+    # -- StreamHost --------------------------------------------------------------------------
+
+    @property
+    def channel_paused(self) -> bool:
+        return self._link is None or self._congested
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def send_stream_message(
+        self, stream: Stream, kind: MsgType, seq: int, body: bytes = b""
+    ) -> None:
+        self._send(kind, stream.peer, stream.resource, seq, body)
+
+    def stream_done(self, stream: Stream) -> None:
+        if self.streams.get(stream.key) is stream:
+            del self.streams[stream.key]
+        if stream.failure is not None:
+            self.stats[f"open-failed:{stream.failure.value}"] += 1
+        else:
+            self.stats["streams-closed"] += 1
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send(self, kind: MsgType, dest: str, resource: str, seq: int, body: bytes) -> None:
+        link = self._link
+        if link is None:
+            self.stats["dropped-unconnected"] += 1
+            return
+        env = Envelope(
+            kind,
+            self.cluster,
+            self.name,
+            dest,
+            resource,
+            seq,
+            int(self.clock.seconds() * 1000),
+            self.incarnation,
+            body,
+        )
+        link.send_bytes(encode_send(self.topic, env))
+        self.stats["messages-out"] += 1
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def new_resource_id(self) -> str:
+        """Stream ids are unique across restarts: the incarnation plus a counter."""
+        self._counter += 1
+        return f"{self.incarnation}-{self._counter}"
+
+    def add_stream(self, stream: Stream) -> None:
+        self.streams[stream.key] = stream
+
+    def open_stream(
+        self,
+        peer: str,
+        host: str,
+        port: int,
+        *,
+        client: str = "",
+        kind: int = 0,
+        timeout: float = 30.0,
+    ) -> Stream:
+        """Start a stream to ``host:port`` through the sink node ``peer``.
+
+        The OPEN goes out at once when the channel is up, or as soon as it comes up; the local
+        socket is not read until then. Either way the stream fails if no answer comes within
+        ``timeout``.
+        """
+        stream = Stream(
+            self,
+            peer,
+            self.new_resource_id(),
+            self.window,
+            target=f"{host}:{port}",
+            client=client,
+        )
+        self.add_stream(stream)
+        body = encode_params({"host": host, "port": port, "type": kind})
+        stream.open_timer = self.clock.callLater(
+            timeout, stream.fail, OpenFailure.NO_SINK, f"no answer from node {peer}"
+        )
+        self.log.info(
+            "stream {resource} from {client} to {target} via {peer}: opening",
+            resource=stream.resource,
+            client=client,
+            target=stream.target,
+            peer=peer,
+        )
+        if self._link is None:
+            self._unsent_opens.append((stream, body))
+        else:
+            stream.send(MsgType.OPEN, body)
+        self.stats["streams-opened"] += 1
+        return stream
+
+    def ping(self, dest: str = BROADCAST) -> None:
+        self._send(MsgType.PING, dest, "", 0, encode_params({"t": self.clock.seconds()}))
+
+    # -- the channel -----------------------------------------------------------------------
+
+    def when_ready(self) -> Deferred:
+        """Fire once the node is connected and subscribed (for tests and embedding)."""
+        if self._link is not None:
+            return succeed(self)
+        d: Deferred = Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    def channel_ready(self, link: ChannelLink) -> None:
+        """The channel is connected and subscribed: send what waited, let sockets be read."""
+        self._link = link
+        self._congested = False
+        self.log.info(
+            "node {cluster}/{node} is on the channel", cluster=self.cluster, node=self.name
+        )
+        waiting, self._unsent_opens = self._unsent_opens, []
+        for stream, body in waiting:
+            if stream.phase is not Phase.CLOSED:
+                stream.send(MsgType.OPEN, body)
+        self._update_all()
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(self)
+
+    def channel_congested(self, congested: bool) -> None:
+        """The broker connection's send buffer is full (or drained): stop (or restart) reading."""
+        self._congested = congested
+        self._update_all()
+
+    def channel_lost(self) -> None:
+        """The broker connection is gone. Streams cannot survive this yet, so end them."""
+        if self._link is None and not self.streams:
+            return
+        self._link = None
+        for stream in list(self.streams.values()):
+            if stream.phase is Phase.OPENING and stream.on_open_failed is not None:
+                stream.fail(OpenFailure.CHANNEL_LOST, "broker connection lost", notify_peer=False)
+            else:
+                stream.abort()
+        self._unsent_opens.clear()
+
+    def shutdown(self) -> None:
+        """Service stop: close every stream cleanly and tell the peers."""
+        for stream in list(self.streams.values()):
+            stream.shutdown()
+        self._unsent_opens.clear()
+
+    def _update_all(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.update_reading()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def frame_received(self, frame) -> None:
+        """A MESSAGE from our destinations. Anything malformed is counted and dropped."""
+        self.stats["messages-in"] += 1
+        try:
+            env = from_frame(frame)
+        except EnvelopeError as e:
+            self.stats["malformed"] += 1
+            if self.stats["malformed"] <= 10 or self.stats["malformed"] % 1000 == 0:
+                self.log.warn(
+                    "dropped a malformed message ({count} so far): {problem}",
+                    count=self.stats["malformed"],
+                    problem=str(e),
+                )
+            return
+        if env.cluster != self.cluster or env.destination not in (self.name, BROADCAST):
+            self.stats["foreign"] += 1
+            return
+        if env.source == self.name and env.incarnation == self.incarnation:
+            return  # our own broadcast
+        self.envelope_received(env)
+
+    def envelope_received(self, env: Envelope) -> None:
+        if not env.resource:
+            self._node_message(env)
+            return
+        stream = self.streams.get((env.source, env.resource))
+        if stream is not None:
+            stream.receive(env)
+        elif env.type is MsgType.OPEN and self.open_handler is not None:
+            self.open_handler(env)
+        elif env.type is MsgType.OPEN:
+            self.stats["open-refused"] += 1
+            self._send(
+                MsgType.OPEN_FAIL,
+                env.source,
+                env.resource,
+                0,
+                encode_params(
+                    {
+                        "reason": OpenFailure.ERROR.value,
+                        "message": f"node {self.name} is not a sink",
+                    }
+                ),
+            )
+        elif env.type not in (MsgType.CLOSE, MsgType.ACK, MsgType.RESET):
+            # A stream we do not know (closed already, or from a previous incarnation):
+            # tell the peer so it stops sending.
+            self.stats["unknown-stream"] += 1
+            self._send(MsgType.RESET, env.source, env.resource, 0, b"")
+
+    def _node_message(self, env: Envelope) -> None:
+        if env.type is MsgType.PING:
+            self._send(MsgType.PONG, env.source, "", 0, env.body)
+        elif env.type is MsgType.PONG:
+            self.stats["pongs"] += 1
+        else:
+            self.stats["malformed"] += 1

@@ -1,0 +1,202 @@
+"""The Socketeer message envelope: tunnel messages <-> STOMP frames.
+
+This is the only module that knows Socketeer's header names and broker destinations, so
+that the channel, the streams and a later sealing layer all speak one vocabulary. The seed
+asks for "timestamps, originating sourcesink, destination sourcesink, sequence id and the
+payload"; each is a STOMP header except the payload, which is the frame's binary body
+(never base64 or URL-encoded: relayed bytes must not grow). Control messages carry their
+parameters in the body as URL-encoded ``key=value`` pairs (the seed's "partially URL
+encoded" datagram), so that the routing headers are the only thing a broker needs to read.
+
+Sans-IO: no twisted imports, no clocks (timestamps are passed in).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import parse_qsl, urlencode
+
+from stompest.protocol import StompFrame
+
+__all__ = [
+    "BROADCAST",
+    "Envelope",
+    "EnvelopeError",
+    "MsgType",
+    "cluster_destination",
+    "decode_params",
+    "encode_params",
+    "encode_send",
+    "from_frame",
+    "node_destination",
+]
+
+#: Destination node name that addresses every node of a cluster.
+BROADCAST = "*"
+
+#: Characters allowed in topic, cluster, node and resource names. They appear unescaped in
+#: STOMP headers and broker destinations (RabbitMQ routing keys use "." as separator), so
+#: nothing that STOMP escapes (":" "\\" CR LF) and no "." may appear.
+_NAME = re.compile(r"[A-Za-z0-9_\-%]+\Z")
+_RESOURCE = re.compile(r"[A-Za-z0-9_\-%]*\Z")
+
+
+class MsgType(StrEnum):
+    """Message types; the seed's core set (open, data, close, ping/pong, resolve) made precise."""
+
+    OPEN = "open"  # source -> sink: open a TCP connection (body: host, port, type)
+    OPEN_OK = "open-ok"  # sink -> source: connected (body: bound address)
+    OPEN_FAIL = "open-fail"  # sink -> source: could not connect (body: reason, message)
+    DATA = "data"  # either way: payload bytes
+    EOF = "eof"  # either way: the sender will send no more data (TCP half-close)
+    CLOSE = "close"  # either way: the stream is gone
+    ACK = "ack"  # either way: flow-control credit (body: cumulative bytes consumed)
+    RESET = "reset"  # either way: "no such stream here" (unsequenced, so it always lands)
+    PING = "ping"  # node liveness probe
+    PONG = "pong"  # answer to ping
+
+
+#: Message types that are ordered by sequence number within a stream. ACK is cumulative
+#: and idempotent, so it needs no ordering and may overtake data; RESET ends the stream
+#: whatever came before it.
+SEQUENCED = frozenset(
+    {MsgType.OPEN, MsgType.OPEN_OK, MsgType.OPEN_FAIL, MsgType.DATA, MsgType.EOF, MsgType.CLOSE}
+)
+
+H_TYPE = "sk-type"
+H_CLUSTER = "sk-cluster"
+H_SOURCE = "sk-src"
+H_DEST = "sk-dst"
+H_RESOURCE = "sk-res"
+H_SEQ = "sk-seq"
+H_TS = "sk-ts"
+H_INC = "sk-inc"
+
+
+class EnvelopeError(ValueError):
+    """A frame on a Socketeer destination is not a well-formed Socketeer message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One tunnel message, addressed by cluster / node / resource."""
+
+    type: MsgType
+    cluster: str
+    source: str
+    destination: str
+    resource: str = ""
+    seq: int = 0
+    timestamp: int = 0  # milliseconds since the epoch, sender's clock
+    incarnation: str = ""  # the sending node's incarnation id (changes on restart)
+    body: bytes = b""
+
+    def params(self) -> dict[str, str]:
+        """The URL-encoded parameters of a control message."""
+        return decode_params(self.body)
+
+
+def check_name(value: str, what: str) -> str:
+    """Validate a topic, cluster or node name for use in destinations and headers."""
+    if not _NAME.match(value):
+        raise EnvelopeError(f"invalid {what} {value!r}: use letters, digits, '_', '-' or %xx")
+    return value
+
+
+def node_destination(topic: str, cluster: str, node: str) -> str:
+    """The destination a node subscribes to for messages addressed to it alone.
+
+    ``/topic/<topic>.<cluster>.<node>`` is a routing key on RabbitMQ's amq.topic exchange and
+    a plain name on the embedded broker, so each node receives only its own traffic.
+    """
+    return f"/topic/{topic}.{cluster}.{node}"
+
+
+def cluster_destination(topic: str, cluster: str) -> str:
+    """The destination every node of a cluster subscribes to for broadcasts."""
+    return f"/topic/{topic}.{cluster}"
+
+
+def destination_for(topic: str, env: Envelope) -> str:
+    if env.destination == BROADCAST:
+        return cluster_destination(topic, env.cluster)
+    return node_destination(topic, env.cluster, env.destination)
+
+
+def encode_params(params: Mapping[str, object]) -> bytes:
+    return urlencode({k: str(v) for k, v in params.items()}).encode("ascii")
+
+
+def decode_params(body: bytes) -> dict[str, str]:
+    try:
+        text = body.decode("ascii")
+        return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text)))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise EnvelopeError(f"malformed control parameters: {e}") from None
+
+
+def encode_send(topic: str, env: Envelope) -> bytes:
+    """Serialise ``env`` as a STOMP SEND frame.
+
+    Written directly rather than through ``StompFrame.__bytes__`` because this runs once per
+    relayed chunk: every header value is validated to need no STOMP escaping, so the frame
+    is one join of the head, the body and the NUL.
+    """
+    head = (
+        f"SEND\ndestination:{destination_for(topic, env)}\n"
+        f"{H_TYPE}:{env.type.value}\n{H_CLUSTER}:{env.cluster}\n{H_SOURCE}:{env.source}\n"
+        f"{H_DEST}:{env.destination}\n{H_RESOURCE}:{env.resource}\n{H_SEQ}:{env.seq}\n"
+        f"{H_TS}:{env.timestamp}\n{H_INC}:{env.incarnation}\n"
+        f"content-length:{len(env.body)}\n\n"
+    )
+    return b"".join((head.encode("ascii"), env.body, b"\x00"))
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int:
+    try:
+        value = int(headers[name])
+    except KeyError:
+        raise EnvelopeError(f"missing header {name}") from None
+    except ValueError:
+        raise EnvelopeError(f"header {name} is not an integer: {headers[name]!r}") from None
+    if value < 0:
+        raise EnvelopeError(f"header {name} is negative")
+    return value
+
+
+def from_frame(frame: StompFrame) -> Envelope:
+    """Read a MESSAGE (or SEND) frame as an envelope; anything else raises EnvelopeError."""
+    headers = frame.headers
+    try:
+        kind = MsgType(headers[H_TYPE])
+    except KeyError:
+        raise EnvelopeError(f"missing header {H_TYPE}") from None
+    except ValueError:
+        raise EnvelopeError(f"unknown message type {headers[H_TYPE]!r}") from None
+    try:
+        cluster = headers[H_CLUSTER]
+        source = headers[H_SOURCE]
+        dest = headers[H_DEST]
+        resource = headers.get(H_RESOURCE, "")
+    except KeyError as e:
+        raise EnvelopeError(f"missing header {e.args[0]}") from None
+    if not (_NAME.match(cluster) and _NAME.match(source)):
+        raise EnvelopeError("invalid cluster or source node name")
+    if dest != BROADCAST and not _NAME.match(dest):
+        raise EnvelopeError("invalid destination node name")
+    if not _RESOURCE.match(resource):
+        raise EnvelopeError("invalid resource id")
+    return Envelope(
+        type=kind,
+        cluster=cluster,
+        source=source,
+        destination=dest,
+        resource=resource,
+        seq=_int_header(headers, H_SEQ),
+        timestamp=_int_header(headers, H_TS),
+        incarnation=headers.get(H_INC, ""),
+        body=frame.body,
+    )

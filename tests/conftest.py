@@ -1,0 +1,15 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from relayhelpers import Relay
+
+
+@pytest_twisted.async_yield_fixture
+async def relay():
+    r = Relay()
+    await r.start()
+    yield r
+    await r.stop()

@@ -1,0 +1,113 @@
+"""Test helpers: a real loopback relay (broker, sink node, source node) and a client."""
+
+from __future__ import annotations
+
+import hashlib
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, serverFromString
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from zope.interface import implementer
+
+from socketeer.broker import BrokerFactory
+from socketeer.channel import ChannelService
+from socketeer.channelurl import parse_channel_url
+from socketeer.node import Node
+from socketeer.router import Router
+from socketeer.sink import Sink
+from socketeer.source import FixedForwardFactory
+
+
+@implementer(IHalfCloseableProtocol)
+class Collector(protocol.Protocol):
+    """A client/server protocol that records what it receives and when it ends."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.made: defer.Deferred = defer.Deferred()
+        self.eof: defer.Deferred = defer.Deferred()
+        self.lost: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.made.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def readConnectionLost(self) -> None:
+        if not self.eof.called:
+            self.eof.callback(bytes(self.data))
+        if self.write_closed:
+            self.transport.loseConnection()
+
+    write_closed = False
+
+    def writeConnectionLost(self) -> None:
+        self.write_closed = True
+        if self.eof.called:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        if not self.eof.called:
+            self.eof.callback(bytes(self.data))
+        self.lost.callback(bytes(self.data))
+
+
+class Relay:
+    """A broker, a spawning sink node and a source node, all on loopback in this reactor."""
+
+    def __init__(self) -> None:
+        self.ports: list = []
+        self.services: list = []
+
+    async def start(self) -> None:
+        self.broker_factory = BrokerFactory(Router(), reactor)
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+            self.broker_factory
+        )
+        self.ports.append(port)
+        self.broker_port = port.getHost().port
+        spec = parse_channel_url(f"stomp://127.0.0.1:{self.broker_port}/testtopic")
+        self.sink_node = Node("c", "si", spec.topic, reactor, window=256 * 1024)
+        self.source_node = Node("c", "so", spec.topic, reactor, window=256 * 1024)
+
+        def endpoint_for(host: str, port: int) -> HostnameEndpoint:
+            return HostnameEndpoint(reactor, host, port, timeout=5)
+
+        self.sink = Sink(self.sink_node, endpoint_for, reactor, connect_timeout=5)
+        for node in (self.sink_node, self.source_node):
+            svc = ChannelService(
+                node, spec, TCP4ClientEndpoint(reactor, "127.0.0.1", self.broker_port), reactor
+            )
+            svc.startService()
+            self.services.append(svc)
+        await defer.gatherResults([self.sink_node.when_ready(), self.source_node.when_ready()])
+
+    async def forward(self, target_port: int, host: str = "127.0.0.1") -> int:
+        """Listen on a fresh loopback port that forwards to ``host:target_port``."""
+        factory = FixedForwardFactory(self.source_node, "si", host, target_port, open_timeout=10)
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+        self.ports.append(port)
+        return port.getHost().port
+
+    async def stop(self) -> None:
+        await defer.gatherResults([defer.maybeDeferred(s.stopService) for s in self.services])
+        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
+
+
+async def listen(factory: protocol.Factory, ports: list) -> int:
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+    ports.append(port)
+    return port.getHost().port
+
+
+async def connect(port: int) -> Collector:
+    proto = Collector()
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+        protocol.Factory.forProtocol(lambda: proto)
+    )
+    return proto
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

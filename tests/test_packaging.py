@@ -1,0 +1,53 @@
+"""Project invariants: CI runs README's test command, the plugin is found, wire/ is sans-IO."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.rst").read_text()
+    return re.findall(r"::\n\n    (python3 -m venv .+)\n", text)
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = readme_commands()
+    assert len(commands) == 2, commands
+    install_and_run, test = commands
+    assert "twistd -n" in install_and_run and "etc/socketeer.properties" in install_and_run
+    assert "pytest" in test
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test in ci_lines
+
+
+def test_plugin_namespace_has_no_init():
+    assert not (ROOT / "twisted" / "__init__.py").exists()
+    assert not (ROOT / "twisted" / "plugins" / "__init__.py").exists()
+
+
+def test_twistd_finds_the_plugin():
+    import twisted.plugins
+
+    makers = {p.tapname: p for p in getPlugins(IServiceMaker, twisted.plugins)}
+    assert "socketeer" in makers
+    assert makers["socketeer"].options.__module__ == "socketeer.tap"
+
+
+def test_wire_imports_no_twisted():
+    for path in (ROOT / "socketeer" / "wire").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith("twisted"), f"{path.name} imports {name}"

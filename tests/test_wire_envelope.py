@@ -1,0 +1,120 @@
+"""The envelope codec: what goes out as SEND comes back as the same Envelope."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from stompest.protocol import StompFrame
+
+from socketeer.wire.envelope import (
+    Envelope,
+    EnvelopeError,
+    MsgType,
+    cluster_destination,
+    decode_params,
+    encode_params,
+    encode_send,
+    from_frame,
+    node_destination,
+)
+from socketeer.wire.stompframing import StompFrameParser
+
+names = st.from_regex(r"[A-Za-z0-9_\-]{1,12}", fullmatch=True)
+
+
+@given(
+    kind=st.sampled_from(list(MsgType)),
+    cluster=names,
+    source=names,
+    dest=names | st.just("*"),
+    resource=names | st.just(""),
+    seq=st.integers(0, 2**63),
+    ts=st.integers(0, 2**50),
+    body=st.binary(max_size=300),
+)
+def test_round_trip(kind, cluster, source, dest, resource, seq, ts, body):
+    env = Envelope(kind, cluster, source, dest, resource, seq, ts, "abc123", body)
+    frames = StompFrameParser("1.2").feed(encode_send("topic", env))
+    assert len(frames) == 1
+    frame = frames[0]
+    assert frame.command == "SEND"
+    expected = (
+        cluster_destination("topic", cluster)
+        if dest == "*"
+        else node_destination("topic", cluster, dest)
+    )
+    assert frame.headers["destination"] == expected
+    assert from_frame(frame) == env
+
+
+def test_params_round_trip():
+    params = {"host": "exämple.org", "port": "80", "message": "a=b&c d"}
+    assert decode_params(encode_params(params)) == params
+
+
+@pytest.mark.parametrize(
+    "headers, problem",
+    [
+        ({}, "missing header sk-type"),
+        ({"sk-type": "bogus"}, "unknown message type"),
+        ({"sk-type": "data", "sk-cluster": "c"}, "missing header"),
+        (
+            {
+                "sk-type": "data",
+                "sk-cluster": "c.x",
+                "sk-src": "a",
+                "sk-dst": "b",
+                "sk-seq": "1",
+                "sk-ts": "1",
+            },
+            "invalid cluster",
+        ),
+        (
+            {
+                "sk-type": "data",
+                "sk-cluster": "c",
+                "sk-src": "a",
+                "sk-dst": "b",
+                "sk-seq": "x",
+                "sk-ts": "1",
+            },
+            "not an integer",
+        ),
+        (
+            {
+                "sk-type": "data",
+                "sk-cluster": "c",
+                "sk-src": "a",
+                "sk-dst": "b",
+                "sk-seq": "-1",
+                "sk-ts": "1",
+            },
+            "negative",
+        ),
+    ],
+)
+def test_malformed_frames_are_rejected(headers, problem):
+    with pytest.raises(EnvelopeError, match=problem):
+        from_frame(StompFrame("MESSAGE", headers=headers))
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["sk-type", "sk-cluster", "sk-src", "sk-dst", "sk-res", "sk-seq", "sk-ts", "sk-inc"]
+        ),
+        st.text(max_size=10),
+    ),
+    st.binary(max_size=20),
+)
+def test_arbitrary_headers_never_crash(headers, body):
+    try:
+        from_frame(StompFrame("MESSAGE", headers=headers, body=body))
+    except EnvelopeError:
+        pass
+
+
+def test_bad_params_body():
+    with pytest.raises(EnvelopeError):
+        decode_params(b"\xff\xfe")
