@@ -50,7 +50,22 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-def _node_service(ss: SourceSinkConfig, reactor, limits: StompLimits) -> tuple[Node, MultiService]:
+class SocketeerService(MultiService):
+    """The root service: children are the broker and one MultiService per sourcesink.
+
+    ``nodes`` and ``sinks`` map each sourcesink id to its Node (and Sink), for embedding
+    applications and tests.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodes: dict[str, Node] = {}
+        self.sinks: dict[str, Sink] = {}
+
+
+def _node_service(
+    ss: SourceSinkConfig, reactor, limits: StompLimits
+) -> tuple[Node, MultiService, Sink | None]:
     node = Node(ss.clustername, ss.nodename, ss.channel.topic, reactor, window=ss.window)
     svc = MultiService()
     svc.setName(f"sourcesink-{ss.id}")
@@ -63,7 +78,9 @@ def _node_service(ss: SourceSinkConfig, reactor, limits: StompLimits) -> tuple[N
         def endpoint_for(host: str, port: int) -> HostnameEndpoint:
             return HostnameEndpoint(reactor, host, port, timeout=timeout)
 
-        svc.sink = Sink(node, endpoint_for, reactor, connect_timeout=timeout)
+        sink = Sink(node, endpoint_for, reactor, connect_timeout=timeout)
+    else:
+        sink = None
     if ss.is_source:
         factory = FixedForwardFactory(
             node,
@@ -76,12 +93,12 @@ def _node_service(ss: SourceSinkConfig, reactor, limits: StompLimits) -> tuple[N
         listener = strports.service(ss.serverport, factory, reactor=reactor)
         listener.setName("listener")
         listener.setServiceParent(svc)
-    return node, svc
+    return node, svc, sink
 
 
-def build_service(config: Config, reactor) -> MultiService:
+def build_service(config: Config, reactor) -> SocketeerService:
     """Compose broker, channels, sources and sinks into one MultiService."""
-    root = MultiService()
+    root = SocketeerService()
     limits = StompLimits(max_body=config.broker.max_frame_size)
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)
@@ -95,10 +112,11 @@ def build_service(config: Config, reactor) -> MultiService:
         broker = broker_service(config.broker.listen, factory, reactor)
         broker.setName("broker")
         broker.setServiceParent(root)
-    root.nodes = {}
     for ss in config.sourcesinks:
-        node, svc = _node_service(ss, reactor, limits)
+        node, svc, sink = _node_service(ss, reactor, limits)
         root.nodes[ss.id] = node
+        if sink is not None:
+            root.sinks[ss.id] = sink
         svc.setServiceParent(root)
         # Neither TLS nor codekey sealing exists yet (a later release): say so plainly.
         log.warn(

@@ -11,6 +11,8 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
+from socketeer.stream import Stream
+
 from relayhelpers import Collector, connect, listen, sha256
 
 MiB = 1024 * 1024
@@ -197,3 +199,35 @@ async def test_client_closing_closes_target(relay):
     assert await with_timeout(server_side.eof) == b"x"
     server_side.transport.loseConnection()
     await with_timeout(server_side.lost)
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_reader_pauses_the_far_writer(relay, monkeypatch):
+    """A client that stops reading makes the sink stop reading the target (bounded memory)."""
+    payload = os.urandom(32 * MiB)
+    sender = type("BigSender", (Sender,), {"payload": payload})
+    target = await listen(protocol.Factory.forProtocol(sender), relay.ports)
+    port = await relay.forward(target)
+
+    paused: defer.Deferred = defer.Deferred()
+    outstanding: list[int] = []
+    original = Stream.update_reading
+
+    def watch(self: Stream) -> None:
+        original(self)
+        if self.host is relay.sink_node and self.transport is not None:
+            outstanding.append(self.sent - self._peer_consumed)
+            if self._reading_paused and not paused.called:
+                paused.callback(self.sent)
+
+    monkeypatch.setattr(Stream, "update_reading", watch)
+    client = await connect(port)
+    client.transport.pauseProducing()  # a reader that does not read
+    pulled_when_paused = await with_timeout(paused)
+    assert pulled_when_paused < len(payload)
+    assert max(outstanding) <= relay.sink_node.window + 64 * 1024
+    client.transport.resumeProducing()
+    data = await with_timeout(client.eof, 60)
+    client.transport.loseConnection()
+    assert sha256(data) == sha256(payload)
+    assert max(outstanding) <= relay.sink_node.window + 64 * 1024

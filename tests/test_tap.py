@@ -1,0 +1,105 @@
+"""The service tree twistd builds, and a clean shutdown of a live relay."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from socketeer.config import parse_config
+from socketeer.tap import Options, build_service
+
+from relayhelpers import Collector, connect, listen
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_service_tree_of_the_default_config():
+    config = parse_config(
+        (ROOT / "etc" / "socketeer.properties").read_text(), "socketeer.properties"
+    )
+    root = build_service(config, MemoryReactorClock())
+    names = [s.name for s in root]
+    assert names[0] == "broker"
+    assert len(names) == 1 + len(config.sourcesinks)
+    for ss in config.sourcesinks:
+        svc = root.getServiceNamed(f"sourcesink-{ss.id}")
+        assert svc.getServiceNamed("channel")
+        if ss.is_source:
+            assert svc.getServiceNamed("listener")
+        assert root.nodes[ss.id].name == ss.nodename
+        assert (ss.id in root.sinks) == ss.spawning_sink
+
+
+def test_options_parse_and_validate(tmp_path):
+    cfg = tmp_path / "s.properties"
+    cfg.write_text((ROOT / "etc" / "examples" / "sink.properties").read_text())
+    opts = Options()
+    opts.parseOptions(["-c", str(cfg)])
+    assert opts["config"] == str(cfg)
+    assert opts["parsed"].broker.enabled
+    with pytest.raises(usage.UsageError, match="required"):
+        Options().parseOptions([])
+
+
+def relay_config(broker: int, listen_port: int, target: int) -> str:
+    return f"""
+socketeer.general.messagingserverenabled=true
+socketeer.general.messagingserverport={broker}
+socketeer.sourcesink.si.clustername=c
+socketeer.sourcesink.si.nodename=si
+socketeer.sourcesink.si.channel=stomp://127.0.0.1:{broker}/t
+socketeer.sourcesink.si.isSpawningAndResolvingSink=true
+socketeer.sourcesink.so.clustername=c
+socketeer.sourcesink.so.nodename=so
+socketeer.sourcesink.so.channel=stomp://127.0.0.1:{broker}/t
+socketeer.sourcesink.so.serverport={listen_port}
+socketeer.sourcesink.so.peernode=si
+socketeer.sourcesink.so.fixedHost=127.0.0.1
+socketeer.sourcesink.so.fixedPort={target}
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_closes_streams_and_broker_connections():
+    targets: list = []
+    accepted: defer.Deferred = defer.Deferred()
+
+    def make() -> Collector:
+        c = Collector()
+        if not accepted.called:
+            accepted.callback(c)
+        return c
+
+    target = await listen(protocol.Factory.forProtocol(make), targets)
+    broker, front = free_port(), free_port()
+    root = build_service(parse_config(relay_config(broker, front, target)), reactor)
+    root.startService()
+    try:
+        await defer.gatherResults([n.when_ready() for n in root.nodes.values()])
+        client = await connect(front)
+        client.transport.write(b"hello")
+        server_side = await accepted.addTimeout(10, reactor)
+    finally:
+        await root.stopService()
+    # Both ends of the relayed connection were closed by the stop, the broker is gone.
+    await client.eof.addTimeout(10, reactor)
+    await server_side.eof.addTimeout(10, reactor)
+    assert not any(n.streams for n in root.nodes.values())
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", broker), timeout=5).close()
+    client.transport.loseConnection()
+    server_side.transport.loseConnection()
+    for p in targets:
+        await p.stopListening()
