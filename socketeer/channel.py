@@ -53,6 +53,7 @@ class ChannelProtocol(Protocol, ChannelLink):
         self._check_beat: LoopingCall | None = None
         self._recv_interval = 0.0
         self._connect_timer = None
+        self._closing = False
 
     # -- connection ------------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ class ChannelProtocol(Protocol, ChannelLink):
             if loop is not None and loop.running:
                 loop.stop()
         was_ready, self.ready = self.ready, False
-        if was_ready:
+        if was_ready and not self._closing:
             self.log.warn(
                 "node {node}: lost the broker connection to {broker}",
                 node=self.node.name,
@@ -93,6 +94,7 @@ class ChannelProtocol(Protocol, ChannelLink):
         """Say goodbye politely (service stop), then close."""
         if self.transport is None:
             return
+        self._closing = True
         if self.ready:
             self._write(bytes(commands.disconnect(version=self.version)))
         self.transport.loseConnection()

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from socketeer.errors import OpenFailure
@@ -28,6 +28,14 @@ from socketeer.wire.envelope import (
     encode_send,
     from_frame,
 )
+
+
+class ResolveError(Exception):
+    """A remote name resolution failed; ``reason`` says why, in the front-ends' vocabulary."""
+
+    def __init__(self, reason: OpenFailure) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
 
 
 class ChannelLink:
@@ -66,6 +74,8 @@ class Node:
         self._unsent_opens: list[tuple[Stream, bytes]] = []
         self._counter = 0
         self._ready_waiters: list[Deferred] = []
+        self.resolve_handler: Callable[[Envelope], None] | None = None
+        self._resolves: dict[tuple[str, str], tuple[Deferred, IDelayedCall]] = {}
 
     # -- StreamHost --------------------------------------------------------------------------
 
@@ -163,6 +173,51 @@ class Node:
         self.stats["streams-opened"] += 1
         return stream
 
+    def resolve(self, peer: str, name: str, *, reverse: bool = False, timeout: float = 30.0):
+        """Ask sink node ``peer`` to resolve ``name`` (or, with ``reverse``, an address).
+
+        Fires with the answer text, or fails with ResolveError carrying an OpenFailure.
+        """
+        self._counter += 1
+        rid = f"{self.incarnation}-r{self._counter}"
+        d: Deferred = Deferred()
+        timer = self.clock.callLater(timeout, self._resolved, peer, rid, None)
+        self._resolves[(peer, rid)] = (d, timer)
+        body = encode_params({"name": name, "ptr": int(reverse)})
+        if self._link is None:
+            self._resolved(peer, rid, None, OpenFailure.CHANNEL_LOST)
+        else:
+            self._send(MsgType.RESOLVE, peer, rid, 0, body)
+        return d
+
+    def answer_resolve(self, request: Envelope, address: str | None, failure=None) -> None:
+        """The sink's side: send the answer to a RESOLVE request."""
+        if address is not None:
+            params = {"address": address}
+        else:
+            params = {"reason": (failure or OpenFailure.NAME_NOT_FOUND).value}
+        self._send(MsgType.RESOLVED, request.source, request.resource, 0, encode_params(params))
+
+    def _resolved(
+        self, peer: str, rid: str, env: Envelope | None, failure: OpenFailure | None = None
+    ) -> None:
+        entry = self._resolves.pop((peer, rid), None)
+        if entry is None:
+            return
+        d, timer = entry
+        if timer.active():
+            timer.cancel()
+        if env is not None:
+            try:
+                params = env.params()
+            except EnvelopeError:
+                params = {}
+            if params.get("address"):
+                d.callback(params["address"])
+                return
+            failure = OpenFailure.parse(params.get("reason", ""))
+        d.errback(ResolveError(failure or OpenFailure.TIMEOUT))
+
     def ping(self, dest: str = BROADCAST) -> None:
         self._send(MsgType.PING, dest, "", 0, encode_params({"t": self.clock.seconds()}))
 
@@ -208,6 +263,8 @@ class Node:
             else:
                 stream.abort()
         self._unsent_opens.clear()
+        for peer, rid in list(self._resolves):
+            self._resolved(peer, rid, None, OpenFailure.CHANNEL_LOST)
 
     def shutdown(self) -> None:
         """Service stop: close every stream cleanly and tell the peers."""
@@ -245,6 +302,15 @@ class Node:
     def envelope_received(self, env: Envelope) -> None:
         if not env.resource:
             self._node_message(env)
+            return
+        if env.type is MsgType.RESOLVE:
+            if self.resolve_handler is not None:
+                self.resolve_handler(env)
+            else:
+                self.answer_resolve(env, None, OpenFailure.ERROR)
+            return
+        if env.type is MsgType.RESOLVED:
+            self._resolved(env.source, env.resource, env)
             return
         stream = self.streams.get((env.source, env.resource))
         if stream is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -22,6 +22,8 @@ from socketeer.stream import Phase, Stream, StreamProtocol
 from socketeer.wire.envelope import Envelope, MsgType, encode_params
 
 EndpointFor = Callable[[str, int], IStreamClientEndpoint]
+#: (name, reverse) -> Deferred firing with an address (or, reverse, a host name).
+Resolver = Callable[[str, bool], Deferred]
 
 MAX_HOST = 255
 
@@ -38,12 +40,47 @@ class Sink:
         clock: IReactorTime,
         *,
         connect_timeout: float = 10.0,
+        resolver: Resolver | None = None,
     ) -> None:
         self.node = node
         self.endpoint_for = endpoint_for
         self.clock = clock
         self.connect_timeout = connect_timeout
+        self.resolver = resolver
         node.open_handler = self.open
+        node.resolve_handler = self.resolve
+
+    def resolve(self, env: Envelope) -> None:
+        """Answer a RESOLVE request (SOCKS5 RESOLVE / RESOLVE_PTR through the source)."""
+        try:
+            params = env.params()
+            name = params["name"]
+            reverse = params.get("ptr", "0") == "1"
+        except (KeyError, ValueError):
+            self.node.answer_resolve(env, None, OpenFailure.ERROR)
+            return
+        if self.resolver is None or not name or len(name) > MAX_HOST:
+            self.node.answer_resolve(env, None, OpenFailure.ERROR)
+            return
+        d = self.resolver(name, reverse)
+        timer = self.clock.callLater(self.connect_timeout, d.cancel)
+
+        def answered(address: str) -> None:
+            self.node.answer_resolve(env, address)
+
+        def failed(failure: Failure) -> None:
+            reason = (
+                OpenFailure.TIMEOUT if failure.check(CancelledError) else OpenFailure.NAME_NOT_FOUND
+            )
+            self.log.info("resolve {name} failed: {reason}", name=name, reason=reason.value)
+            self.node.answer_resolve(env, None, reason)
+
+        def done(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(done).addCallbacks(answered, failed)
 
     def open(self, env: Envelope) -> None:
         stream = Stream(self.node, env.source, env.resource, self.node.window, rx_seq=1)
@@ -113,3 +150,26 @@ class Sink:
             return
         reason = classify_connect_failure(failure)
         self._refuse(stream, reason, failure.getErrorMessage())
+
+
+def system_resolver(reactor) -> Resolver:
+    """Resolve with the operating system (getaddrinfo / gethostbyaddr) in Twisted's thread pool.
+
+    getaddrinfo (unlike ``reactor.resolve``) answers with IPv6 addresses too.
+    """
+    import socket
+
+    from twisted.internet.threads import deferToThreadPool
+
+    def lookup(name: str, reverse: bool) -> str:
+        if reverse:
+            return socket.gethostbyaddr(name)[0]
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(f"no address for {name}")
+        return infos[0][4][0]
+
+    def resolve(name: str, reverse: bool) -> Deferred:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), lookup, name, reverse)
+
+    return resolve

@@ -18,7 +18,7 @@ from socketeer.channel import ChannelService
 from socketeer.config import Config, ConfigError, SourceSinkConfig, load_config
 from socketeer.node import Node
 from socketeer.router import Router
-from socketeer.sink import Sink
+from socketeer.sink import Sink, system_resolver
 from socketeer.source import FixedForwardFactory
 from socketeer.wire.stompframing import StompLimits
 
@@ -78,7 +78,13 @@ def _node_service(
         def endpoint_for(host: str, port: int) -> HostnameEndpoint:
             return HostnameEndpoint(reactor, host, port, timeout=timeout)
 
-        sink = Sink(node, endpoint_for, reactor, connect_timeout=timeout)
+        sink = Sink(
+            node,
+            endpoint_for,
+            reactor,
+            connect_timeout=timeout,
+            resolver=system_resolver(reactor),
+        )
     else:
         sink = None
     if ss.is_source:

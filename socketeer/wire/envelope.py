@@ -55,6 +55,8 @@ class MsgType(StrEnum):
     CLOSE = "close"  # either way: the stream is gone
     ACK = "ack"  # either way: flow-control credit (body: cumulative bytes consumed)
     RESET = "reset"  # either way: "no such stream here" (unsequenced, so it always lands)
+    RESOLVE = "resolve"  # source -> sink: resolve a name (body: name, ptr)
+    RESOLVED = "resolved"  # sink -> source: the answer (body: address, or reason + message)
     PING = "ping"  # node liveness probe
     PONG = "pong"  # answer to ping
 
