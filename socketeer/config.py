@@ -43,6 +43,7 @@ from socketeer.channelurl import ChannelSpec, ChannelURLError, Secret, parse_cha
 __all__ = [
     "BrokerConfig",
     "Config",
+    "ProxyConfig",
     "ConfigError",
     "SourceSinkConfig",
     "load_config",
@@ -72,7 +73,15 @@ SOURCESINK_KEYS = (
     "fixedType",
     "connecttimeout",
     "window",
+    "socks4enabled",
+    "socks5enabled",
+    "httpenabled",
+    "authorisation",
+    "handshaketimeout",
+    "idletimeout",
 )
+AUTH = "socketeer.authorisation."
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 DEFAULT_INTERFACE = "127.0.0.1"
 DEFAULT_BROKER_PORT = 61626
@@ -127,6 +136,18 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    """What a source without fixedHost serves on its one listener (a mixed SOCKS/HTTP port)."""
+
+    socks4: bool
+    socks5: bool
+    http: bool
+    users: Mapping[str, Secret] | None  # None: no authentication required
+    handshake_timeout: float
+    idle_timeout: float  # 0: none
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """The in-process STOMP broker; ``users`` empty means any login is accepted."""
 
@@ -152,6 +173,7 @@ class SourceSinkConfig:
     fixed_type: int
     connect_timeout: float
     window: int
+    proxy: ProxyConfig | None = None  # a source without fixedHost: a SOCKS/HTTP proxy port
 
     @property
     def is_source(self) -> bool:
@@ -276,6 +298,8 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         if key.startswith(USER_PREFIX) and len(key) > len(USER_PREFIX):
             users[key[len(USER_PREFIX) :]] = Secret(entry.value.strip())
             continue
+        if _auth_entry(props, key) is not None:
+            continue
         sid = _sourcesink_id(key)
         if sid is not None:
             if not _NAME_RE.fullmatch(sid):
@@ -319,6 +343,48 @@ def _read_entries(text: str, path: str, warnings: list[str]) -> dict[str, _Entry
             entries[element.key] = _Entry(element.key, element.value, line)
         line += len(_LINE_BREAK_RE.findall(element.source))
     return entries
+
+
+def _auth_entry(props: _Props, key: str) -> tuple[str, str] | None:
+    """``socketeer.authorisation.<profile>.user.<name>`` -> (profile, name), else None."""
+    if not key.startswith(AUTH):
+        return None
+    profile, dot, rest = key[len(AUTH) :].partition(".")
+    kind, dot2, name = rest.partition(".")
+    if not (dot and dot2 and kind == "user" and name):
+        return None
+    if not _NAME_RE.fullmatch(profile):
+        raise props.error(key, f"invalid authorisation profile name {profile!r}", _NAME_ALLOWED)
+    return profile, name
+
+
+def _auth_users(props: _Props, profile_key: str) -> Mapping[str, Secret] | None:
+    """The users of the authorisation profile(s) named by *profile_key* (comma-separated)."""
+    from socketeer.auth import BadPasswordHash, parse_stored
+
+    names = props.get(profile_key)
+    if names is None:
+        return None
+    users: dict[str, Secret] = {}
+    for profile in (p.strip() for p in names.split(",")):
+        found = False
+        for entry in props.entries.values():
+            parsed = _auth_entry(props, entry.key)
+            if parsed is None or parsed[0] != profile:
+                continue
+            found = True
+            try:
+                parse_stored(entry.value)
+            except BadPasswordHash as e:
+                raise props.error(entry.key, "malformed password hash", str(e)) from None
+            users[parsed[1]] = Secret(entry.value)
+        if not found:
+            raise props.error(
+                profile_key,
+                f"no users in authorisation profile {profile!r}",
+                f"define {AUTH}{profile}.user.<name>=<password or pbkdf2-sha256 hash>",
+            )
+    return MappingProxyType(users)
 
 
 def _sourcesink_id(key: str) -> str | None:
@@ -448,14 +514,24 @@ def _sourcesink(props: _Props, sid: str, warnings: list[str]) -> SourceSinkConfi
             key=k(missing),
             allowed=f"set both {k('fixedHost')} and {k('fixedPort')}, or neither",
         )
+    proxy = None
     if serverport is not None and fixed_host is None:
-        raise ConfigError(
-            props.path,
-            "required for a source: front-ends other than the fixed forward arrive later, "
-            "so fixedHost/fixedPort are required until SOCKS/HTTP support lands",
-            key=k("fixedHost"),
-            allowed=f"set {k('fixedHost')} and {k('fixedPort')}",
+        proxy = ProxyConfig(
+            socks4=props.boolean(k("socks4enabled"), True),
+            socks5=props.boolean(k("socks5enabled"), True),
+            http=props.boolean(k("httpenabled"), True),
+            users=_auth_users(props, k("authorisation")),
+            handshake_timeout=_positive_float(
+                props, k("handshaketimeout"), DEFAULT_HANDSHAKE_TIMEOUT
+            ),
+            idle_timeout=_nonnegative_float(props, k("idletimeout"), 0.0),
         )
+        if not (proxy.socks4 or proxy.socks5 or proxy.http):
+            raise props.error(
+                k("httpenabled"),
+                "a source without fixedHost serves SOCKS and/or HTTP, but all are disabled",
+                f"enable one of socks4enabled, socks5enabled, httpenabled, or set {k('fixedHost')}",
+            )
     fixed_type = props.integer(k("fixedType"), 0, 0, 2**31 - 1)
     if fixed_type not in FIXED_TYPES:
         raise props.error(
@@ -477,6 +553,7 @@ def _sourcesink(props: _Props, sid: str, warnings: list[str]) -> SourceSinkConfi
         fixed_type=fixed_type,
         connect_timeout=_positive_float(props, k("connecttimeout"), DEFAULT_CONNECT_TIMEOUT),
         window=props.integer(k("window"), DEFAULT_WINDOW, *WINDOW_RANGE, " (bytes)"),
+        proxy=proxy,
     )
 
 
@@ -490,6 +567,20 @@ def _positive_float(props: _Props, key: str, default: float) -> float:
     except ValueError:
         raise props.error(key, f"invalid number {value!r}", allowed) from None
     if not (math.isfinite(number) and number > 0):
+        raise props.error(key, f"{value} is out of range", allowed)
+    return number
+
+
+def _nonnegative_float(props: _Props, key: str, default: float) -> float:
+    value = props.get(key)
+    if value is None:
+        return default
+    allowed = "a number of seconds >= 0 (0 means no limit)"
+    try:
+        number = float(value)
+    except ValueError:
+        raise props.error(key, f"invalid number {value!r}", allowed) from None
+    if not (math.isfinite(number) and number >= 0):
         raise props.error(key, f"{value} is out of range", allowed)
     return number
 

@@ -16,6 +16,7 @@ from socketeer import __version__
 from socketeer.broker import BrokerFactory, broker_service
 from socketeer.channel import ChannelService
 from socketeer.config import Config, ConfigError, SourceSinkConfig, load_config
+from socketeer.frontend import ProxyFactory, ProxySettings
 from socketeer.node import Node
 from socketeer.router import Router
 from socketeer.sink import Sink, system_resolver
@@ -88,14 +89,19 @@ def _node_service(
     else:
         sink = None
     if ss.is_source:
-        factory = FixedForwardFactory(
-            node,
-            ss.peernode,
-            ss.fixed_host,
-            ss.fixed_port,
-            kind=ss.fixed_type,
-            open_timeout=3 * ss.connect_timeout,
-        )
+        open_timeout = 3 * ss.connect_timeout
+        if ss.proxy is not None:
+            settings = ProxySettings.from_config(ss.peernode, ss.proxy, open_timeout)
+            factory = ProxyFactory(node, settings, reactor)
+        else:
+            factory = FixedForwardFactory(
+                node,
+                ss.peernode,
+                ss.fixed_host,
+                ss.fixed_port,
+                kind=ss.fixed_type,
+                open_timeout=open_timeout,
+            )
         listener = strports.service(ss.serverport, factory, reactor=reactor)
         listener.setName("listener")
         listener.setServiceParent(svc)

@@ -217,15 +217,34 @@ ERROR_CASES: list[tuple[dict[str, str | None], str, bool, list[str]]] = [
         ["required because fixedHost is set", "or neither"],
     ),
     (
-        {"1.fixedHost": None, "1.fixedPort": None},
-        "1.fixedHost",
-        False,
-        [
-            "required for a source",
-            "front-ends other than the fixed forward arrive later",
-            "until SOCKS/HTTP support lands",
-            "allowed: set socketeer.sourcesink.1.fixedHost and",
-        ],
+        {
+            "1.fixedHost": None,
+            "1.fixedPort": None,
+            "1.socks4enabled": "false",
+            "1.socks5enabled": "no",
+            "1.httpenabled": "0",
+        },
+        "1.httpenabled",
+        True,
+        ["all are disabled", "enable one of socks4enabled"],
+    ),
+    (
+        {"1.fixedHost": None, "1.fixedPort": None, "1.authorisation": "nobody"},
+        "1.authorisation",
+        True,
+        ["no users in authorisation profile 'nobody'", "socketeer.authorisation.nobody.user"],
+    ),
+    (
+        {"1.fixedHost": None, "1.fixedPort": None, "1.handshaketimeout": "0"},
+        "1.handshaketimeout",
+        True,
+        ["out of range", "seconds > 0"],
+    ),
+    (
+        {"1.fixedHost": None, "1.fixedPort": None, "1.idletimeout": "-1"},
+        "1.idletimeout",
+        True,
+        ["out of range", "0 means no limit"],
     ),
     (
         {"1.fixedHost": "bad host!"},
@@ -796,3 +815,44 @@ def test_loading_config_imports_no_twisted() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_proxy_source_without_fixed_target() -> None:
+    from socketeer.auth import Authenticator, hash_password
+
+    hashed = hash_password("s3cret", iterations=1000)
+    text = render(
+        {
+            "1.fixedHost": None,
+            "1.fixedPort": None,
+            "1.socks4enabled": "false",
+            "1.authorisation": "staff, guests",
+            "1.handshaketimeout": "2.5",
+            "socketeer.authorisation.staff.user.alice": hashed,
+            "socketeer.authorisation.guests.user.bob": "plain:pass",
+        }
+    )
+    config = parse_config(text, PATH)
+    assert config.warnings == ()
+    proxy = config.sourcesinks[1].proxy
+    assert proxy is not None
+    assert (proxy.socks4, proxy.socks5, proxy.http) == (False, True, True)
+    assert proxy.handshake_timeout == 2.5 and proxy.idle_timeout == 0.0
+    auth = Authenticator(proxy.users)
+    assert auth.check("alice", "s3cret") and not auth.check("alice", "wrong")
+    assert auth.check("bob", "plain:pass") and not auth.check("carol", "plain:pass")
+    assert "s3cret" not in repr(config) and "plain:pass" not in repr(config)
+    assert config.sourcesinks[0].proxy is None  # the sink
+
+
+def test_malformed_password_hash_is_an_error() -> None:
+    text = render(
+        {
+            "1.fixedHost": None,
+            "1.fixedPort": None,
+            "1.authorisation": "staff",
+            "socketeer.authorisation.staff.user.alice": "pbkdf2-sha256$12$zz$!!",
+        }
+    )
+    with pytest.raises(ConfigError, match="malformed password hash"):
+        parse_config(text, PATH)

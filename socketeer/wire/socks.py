@@ -188,7 +188,7 @@ def _socks5_reply(code: int, host: str = "0.0.0.0", port: int = 0) -> bytes:
     except ValueError:
         name = host.encode("ascii") if host.isascii() else b""
         if not 1 <= len(name) <= 255:
-            raise ValueError("bound host must be an IP address or a 1..255 byte ASCII name")
+            raise ValueError("bound host: not an IP address nor a 1..255 byte ASCII name") from None
         atyp, addr = 3, bytes([len(name)]) + name
     else:
         atyp, addr = (1, ip.packed) if ip.version == 4 else (4, ip.packed)
