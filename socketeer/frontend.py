@@ -358,7 +358,11 @@ class SocksHandler(Handler):
         def answered(address: str) -> None:
             if not proto.closed:
                 ok = socks.SOCKS4_GRANTED if self.server.version == 4 else 0
-                proto.transport.write(self.server.reply(ok, address, 0))
+                try:
+                    reply = self.server.reply(ok, address, 0)
+                except ValueError:  # a name SOCKS cannot carry (over 255 bytes, not ASCII)
+                    reply = self.server.reply(self._fail_code(OpenFailure.ERROR))
+                proto.transport.write(reply)
                 proto.close()
 
         def failed(failure: Failure) -> None:
