@@ -52,9 +52,10 @@ Decisions
 * The forwarded request keeps the client's HTTP version (1.0 stays 1.0), so an origin never
   answers a 1.0 client with chunked coding that client cannot read.
 * Hop-by-hop fields removed both ways: Connection and the fields it lists, Proxy-Connection,
-  Keep-Alive, TE, Trailer, Upgrade, Proxy-Authorization, Proxy-Authenticate,
-  Proxy-Authentication-Info. Content-Length, Transfer-Encoding and Host are never removed
-  because Connection lists them: the body is forwarded with its framing, so they must stay.
+  Keep-Alive, TE, Upgrade, Proxy-Authorization, Proxy-Authenticate,
+  Proxy-Authentication-Info; Trailer from requests only. Content-Length, Transfer-Encoding
+  and Host are never removed because Connection lists them: the body is forwarded with its
+  framing, so they must stay.
 * Upstream requests end with ``Connection: close``; responses get ``Connection: keep-alive``
   or ``close`` from me. Via gets ``1.x socketeer`` appended (x: the version received).
 * Request framing is strict (anti-smuggling): CL with TE, differing CLs, a final coding
@@ -111,13 +112,15 @@ _HOP_BY_HOP = frozenset(
         b"proxy-connection",
         b"keep-alive",
         b"te",
-        b"trailer",
         b"upgrade",
         b"proxy-authorization",
         b"proxy-authenticate",
         b"proxy-authentication-info",
     }
 )
+# Trailer announces trailer fields, which pass through untouched inside the chunked body;
+# it is dropped from requests only (as the brief asks), kept in responses (RFC 9110 6.6.2).
+_REQUEST_HOP_BY_HOP = _HOP_BY_HOP | {b"trailer"}
 _NEVER_LISTED = frozenset({b"content-length", b"transfer-encoding", b"host"})
 
 _REASONS = {
@@ -320,10 +323,10 @@ def _transfer_codings(values: list[bytes], status: int) -> list[bytes]:
     return codings
 
 
-def _dropped(fields: Fields) -> frozenset[bytes]:
+def _dropped(fields: Fields, hop_by_hop: frozenset[bytes]) -> frozenset[bytes]:
     """Lowercased names not to forward: hop-by-hop ones and those Connection lists."""
     listed = {t for t in _list_items(_values(fields, b"connection")) if _TOKEN.fullmatch(t)}
-    return _HOP_BY_HOP | (frozenset(listed) - _NEVER_LISTED)
+    return hop_by_hop | (frozenset(listed) - _NEVER_LISTED)
 
 
 def _append_via(fields: Fields, via: bytes) -> Fields:
@@ -513,10 +516,11 @@ class _HeadBuffer:
     refused as soon as that is certain, whatever the split of the input.
     """
 
-    def __init__(self, max_head: int, status: int) -> None:
+    def __init__(self, max_head: int, too_large: int, what: str) -> None:
         self.data = bytearray()
         self._max_head = max_head
-        self._status = status
+        self._too_large = too_large
+        self._what = what
         self._scanned = 0
 
     def take_head(self) -> bytes | None:
@@ -525,7 +529,8 @@ class _HeadBuffer:
         buf = self.data
         index = buf.find(b"\n", self._scanned)
         while index != -1:
-            if buf[index - 1 : index] == b"\n" or (index >= 2 and buf[index - 2 : index] == b"\n\r"):
+            before = buf[max(0, index - 2) : index]
+            if before.endswith(b"\n") or before == b"\n\r":
                 if index + 1 > self._max_head:
                     break
                 head = bytes(buf[: index + 1])
@@ -534,9 +539,7 @@ class _HeadBuffer:
                 return head
             index = buf.find(b"\n", index + 1)
         if len(buf) >= self._max_head:
-            what = "request" if self._status == 400 else "response"
-            status = 431 if self._status == 400 else self._status
-            raise HttpError(status, f"{what} head larger than {self._max_head} bytes")
+            raise HttpError(self._too_large, f"{self._what} larger than {self._max_head} bytes")
         self._scanned = len(buf)
         return None
 
@@ -596,7 +599,7 @@ class RequestReader:
     """I parse the requests of one client connection, strictly one at a time."""
 
     def __init__(self, max_head: int = MAX_HEAD, max_pipelined: int = 2 * MAX_HEAD) -> None:
-        self._input = _HeadBuffer(max_head, 400)
+        self._input = _HeadBuffer(max_head, 431, "request head")
         self._max_pipelined = max_pipelined
         self._state = _Req.HEAD
         self._error: HttpError | None = None
@@ -617,7 +620,7 @@ class RequestReader:
             raise RuntimeError("the connection was switched to a tunnel")
         self._input.data += data
         if self._state in (_Req.END, _Req.PAUSED) and self.buffered > self._max_pipelined:
-            self._fail(HttpError(400, "too much pipelined data"))
+            raise self._fail(HttpError(400, "too much pipelined data"))
 
     def next_event(self) -> RequestEvent | None:
         """The next event, or None when more data (or ``start_next()``) is needed."""
@@ -626,8 +629,7 @@ class RequestReader:
         try:
             return self._next_event()
         except HttpError as error:
-            self._fail(error)
-            raise  # pragma: no cover - _fail raises
+            raise self._fail(error) from None
 
     def start_next(self) -> None:
         """Allow the next request to be parsed (after EndOfRequest and the response)."""
@@ -646,11 +648,12 @@ class RequestReader:
     def _to(self, state: _Req) -> None:
         self._state = _go(self._state, state, _REQ_TRANSITIONS)
 
-    def _fail(self, error: HttpError) -> None:
+    def _fail(self, error: HttpError) -> HttpError:
+        """Record the error: every later next_event() raises it again."""
         self._to(_Req.ERROR)
         self._error = error
         self._input.data.clear()
-        raise error
+        return error
 
     def _next_event(self) -> RequestEvent | None:
         if self._state is _Req.HEAD:
@@ -763,7 +766,7 @@ def _origin_head(
     method: str, path: str, version: str, fields: Fields, host: bytes, length: int
 ) -> bytes:
     """The head to send upstream: origin-form, Host replaced, hop-by-hop gone, Via added."""
-    dropped = _dropped(fields)
+    dropped = _dropped(fields, _REQUEST_HOP_BY_HOP)
     out: Fields = []
     seen_length = False
     for name, value in fields:
@@ -815,7 +818,7 @@ class ResponseReader:
         if request.is_connect:
             raise ValueError("a CONNECT request has no forwarded response")
         self._request = request
-        self._input = _HeadBuffer(max_head, 502)
+        self._input = _HeadBuffer(max_head, 502, "response head")
         self._state = _Resp.HEAD
         self._error: HttpError | None = None
         self._remaining = 0
@@ -852,8 +855,7 @@ class ResponseReader:
         try:
             return self._receive(data)
         except HttpError as error:
-            self._fail(error)
-            raise  # pragma: no cover - _fail raises
+            raise self._fail(error) from None
 
     def upstream_closed(self) -> list[bytes]:
         """Upstream EOF: ends a close-delimited body; anything else unfinished is a 502."""
@@ -862,19 +864,20 @@ class ResponseReader:
         if self._state is _Resp.CLOSE:
             self._to(_Resp.DONE)
         elif self._state is _Resp.HEAD:
-            self._fail(HttpError(502, "upstream closed before a complete response head"))
+            raise self._fail(HttpError(502, "upstream closed before a complete response head"))
         elif self._state is not _Resp.DONE:
-            self._fail(HttpError(502, "upstream closed in the middle of the response body"))
+            raise self._fail(HttpError(502, "upstream closed in the middle of the response body"))
         return []
 
     def _to(self, state: _Resp) -> None:
         self._state = _go(self._state, state, _RESP_TRANSITIONS)
 
-    def _fail(self, error: HttpError) -> None:
+    def _fail(self, error: HttpError) -> HttpError:
+        """Record the error: every later call raises it again."""
         self._to(_Resp.ERROR)
         self._error = error
         self._input.data.clear()
-        raise error
+        return error
 
     def _receive(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
@@ -918,7 +921,7 @@ class ResponseReader:
         minor, code, reason = match[1], int(match[2]), match[3] or b""
         length = _content_length(_values(fields, b"content-length"), 502)
         via = b"1." + minor + b" " + _PSEUDONYM
-        dropped = _dropped(fields)
+        dropped = _dropped(fields, _HOP_BY_HOP)
         kept = [(n, v) for n, v in fields if n.lower() not in dropped]
         status_line = b"HTTP/1.1 %d %s" % (code, reason)
         if code == 101:
@@ -936,9 +939,10 @@ class ResponseReader:
             if minor == b"0":
                 raise HttpError(502, "Transfer-Encoding in an HTTP/1.0 response")
             codings = _transfer_codings(transfer, 502)
-            if codings.count(b"chunked") > (codings[-1:] == [b"chunked"]):
+            chunked = codings[-1:] == [b"chunked"]
+            if b"chunked" in codings[:-1]:
                 raise HttpError(502, "chunked is not the final transfer coding")
-            state = _Resp.CHUNKED if codings[-1:] == [b"chunked"] else _Resp.CLOSE
+            state = _Resp.CHUNKED if chunked else _Resp.CLOSE
             if length is not None:
                 keep = False
                 kept = [(n, v) for n, v in kept if n.lower() != b"content-length"]
