@@ -249,10 +249,12 @@ class ChannelService(Service):
             node=self.node.name,
             url=self.spec.redacted(),
         )
+        self.node.start()
         self._client.startService()
 
     def stopService(self) -> Deferred:
         super().stopService()
+        self.node.stop()
         self.node.shutdown()
         d = self._client.whenConnected(failAfterFailures=1)
 

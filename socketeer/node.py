@@ -9,15 +9,16 @@ spawning sink). It knows nothing about sockets or STOMP frames beyond the envelo
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from socketeer.errors import OpenFailure
-from socketeer.stream import Phase, Stream
+from socketeer.stream import Stream
 from socketeer.wire.envelope import (
     BROADCAST,
     Envelope,
@@ -28,6 +29,19 @@ from socketeer.wire.envelope import (
     encode_send,
     from_frame,
 )
+
+#: How many ended streams a node remembers, to refuse their retransmitted OPENs.
+RECENTLY_CLOSED = 4096
+
+
+def _is_resync(env: Envelope) -> bool:
+    """An ACK asking for retransmission (a peer that reconnected and lost messages)."""
+    if env.type is not MsgType.ACK:
+        return False
+    try:
+        return env.params().get("r") == "1"
+    except EnvelopeError:
+        return False
 
 
 class ResolveError(Exception):
@@ -59,6 +73,8 @@ class Node:
         *,
         window: int = 1 << 20,
         incarnation: str | None = None,
+        grace: float = 60.0,
+        ping_interval: float = 5.0,
     ) -> None:
         self.cluster = check_name(cluster, "cluster name")
         self.name = check_name(name, "node name")
@@ -71,7 +87,13 @@ class Node:
         self.stats: Counter[str] = Counter()
         self._link: ChannelLink | None = None
         self._congested = False
-        self._unsent_opens: list[tuple[Stream, bytes]] = []
+        self.grace = grace
+        self.ping_interval = ping_interval
+        # peer node -> (when we last heard from it, its incarnation)
+        self._peers: dict[str, tuple[float, str]] = {}
+        # Streams that ended recently: a retransmitted OPEN for one must not reopen it.
+        self._recently_closed: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._liveness: LoopingCall | None = None
         self._counter = 0
         self._ready_waiters: list[Deferred] = []
         self.resolve_handler: Callable[[Envelope], None] | None = None
@@ -94,6 +116,9 @@ class Node:
     def stream_done(self, stream: Stream) -> None:
         if self.streams.get(stream.key) is stream:
             del self.streams[stream.key]
+        self._recently_closed[stream.key] = None
+        if len(self._recently_closed) > RECENTLY_CLOSED:
+            self._recently_closed.popitem(last=False)
         if stream.failure is not None:
             self.stats[f"open-failed:{stream.failure.value}"] += 1
         else:
@@ -166,10 +191,9 @@ class Node:
             target=stream.target,
             peer=peer,
         )
-        if self._link is None:
-            self._unsent_opens.append((stream, body))
-        else:
-            stream.send(MsgType.OPEN, body)
+        self._peers.setdefault(peer, (self.clock.seconds(), ""))
+        # Sent now, or (no channel yet) kept in the stream's outbox until the channel is ready.
+        stream.send(MsgType.OPEN, body)
         self.stats["streams-opened"] += 1
         return stream
 
@@ -238,10 +262,10 @@ class Node:
         self.log.info(
             "node {cluster}/{node} is on the channel", cluster=self.cluster, node=self.name
         )
-        waiting, self._unsent_opens = self._unsent_opens, []
-        for stream, body in waiting:
-            if stream.phase is not Phase.CLOSED:
-                stream.send(MsgType.OPEN, body)
+        # Whatever was sent while the channel was down (or lost with the old connection) is
+        # resent, and each peer is asked to resend what we missed: streams survive.
+        for stream in list(self.streams.values()):
+            stream.resync()
         self._update_all()
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
@@ -253,24 +277,75 @@ class Node:
         self._update_all()
 
     def channel_lost(self) -> None:
-        """The broker connection is gone. Streams cannot survive this yet, so end them."""
-        if self._link is None and not self.streams:
+        """The broker connection is gone: streams wait (unread) for it to come back.
+
+        They resume on reconnect; a peer not heard from for ``grace`` seconds ends them.
+        """
+        if self._link is None:
             return
         self._link = None
-        for stream in list(self.streams.values()):
-            if stream.phase is Phase.OPENING and stream.on_open_failed is not None:
-                stream.fail(OpenFailure.CHANNEL_LOST, "broker connection lost", notify_peer=False)
-            else:
-                stream.abort()
-        self._unsent_opens.clear()
+        self._update_all()
         for peer, rid in list(self._resolves):
             self._resolved(peer, rid, None, OpenFailure.CHANNEL_LOST)
+
+    # -- liveness ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start pinging silent peers and expiring streams whose peer is gone."""
+        if self._liveness is None and self.ping_interval > 0:
+            self._liveness = LoopingCall(self.check_peers)
+            self._liveness.clock = self.clock
+            self._liveness.start(self.ping_interval, now=False)
+
+    def stop(self) -> None:
+        if self._liveness is not None and self._liveness.running:
+            self._liveness.stop()
+        self._liveness = None
+
+    def check_peers(self) -> None:
+        now = self.clock.seconds()
+        by_peer: dict[str, list[Stream]] = {}
+        for stream in self.streams.values():
+            by_peer.setdefault(stream.peer, []).append(stream)
+        for peer, streams in by_peer.items():
+            heard = self._peers.get(peer, (now, ""))[0]
+            silence = now - heard
+            if silence > self.grace:
+                self.log.warn(
+                    "node {peer} silent for {silence:.0f}s: closing its {n} streams",
+                    peer=peer,
+                    silence=silence,
+                    n=len(streams),
+                )
+                self.stats["streams-expired"] += len(streams)
+                for stream in streams:
+                    stream.expire()
+            elif silence >= self.ping_interval:
+                self.ping(peer)
+
+    def _heard(self, env: Envelope) -> None:
+        """Note that ``env.source`` is alive; a new incarnation means it restarted."""
+        previous = self._peers.get(env.source)
+        self._peers[env.source] = (self.clock.seconds(), env.incarnation)
+        if previous and previous[1] and env.incarnation and previous[1] != env.incarnation:
+            stale = [
+                s
+                for s in self.streams.values()
+                if s.peer == env.source and s.peer_incarnation not in ("", env.incarnation)
+            ]
+            if stale:
+                self.log.info(
+                    "node {peer} restarted: resetting {n} stale streams",
+                    peer=env.source,
+                    n=len(stale),
+                )
+            for stream in stale:
+                stream.abort()
 
     def shutdown(self) -> None:
         """Service stop: close every stream cleanly and tell the peers."""
         for stream in list(self.streams.values()):
             stream.shutdown()
-        self._unsent_opens.clear()
 
     def _update_all(self) -> None:
         for stream in list(self.streams.values()):
@@ -300,6 +375,7 @@ class Node:
         self.envelope_received(env)
 
     def envelope_received(self, env: Envelope) -> None:
+        self._heard(env)
         if not env.resource:
             self._node_message(env)
             return
@@ -315,6 +391,9 @@ class Node:
         stream = self.streams.get((env.source, env.resource))
         if stream is not None:
             stream.receive(env)
+        elif env.type is MsgType.OPEN and env.key in self._recently_closed:
+            # A retransmitted OPEN of a stream that already ended here: do not reopen it.
+            self._send(MsgType.RESET, env.source, env.resource, 0, b"")
         elif env.type is MsgType.OPEN and self.open_handler is not None:
             self.open_handler(env)
         elif env.type is MsgType.OPEN:
@@ -331,7 +410,7 @@ class Node:
                     }
                 ),
             )
-        elif env.type not in (MsgType.CLOSE, MsgType.ACK, MsgType.RESET):
+        elif env.type not in (MsgType.CLOSE, MsgType.ACK, MsgType.RESET) or _is_resync(env):
             # A stream we do not know (closed already, or from a previous incarnation):
             # tell the peer so it stops sending.
             self.stats["unknown-stream"] += 1

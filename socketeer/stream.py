@@ -28,6 +28,7 @@ anywhere stops the fast writer at the other end, and each side holds at most one
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from enum import Enum
 from typing import Protocol as TypingProtocol
@@ -39,7 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketeer.errors import OpenFailure
-from socketeer.wire.envelope import Envelope, MsgType, encode_params
+from socketeer.wire.envelope import Envelope, EnvelopeError, MsgType, encode_params
 
 #: A reorder buffer larger than this means the peer is broken or hostile.
 MAX_REORDER = 4096
@@ -108,6 +109,10 @@ class Stream:
         self._consumer_paused = False
         self._eof_sent = False
         self._registered = False
+        # Sequenced messages the peer has not acknowledged yet: resent after a reconnect.
+        # Bounded by the window, since the peer acknowledges as it consumes.
+        self._outbox: deque[tuple[int, MsgType, bytes]] = deque()
+        self.peer_incarnation = ""  # the peer node's incarnation, from its first message
 
     @property
     def key(self) -> tuple[str, str]:
@@ -119,14 +124,36 @@ class Stream:
     # -- sending ---------------------------------------------------------------------------
 
     def send(self, kind: MsgType, body: bytes = b"") -> None:
-        """Send a sequenced message on this stream."""
+        """Send a sequenced message on this stream, keeping it until the peer has it."""
         seq = self._tx_seq
         self._tx_seq += 1
+        self._outbox.append((seq, kind, body))
         self.host.send_stream_message(self, kind, seq, body)
 
-    def _send_ack(self) -> None:
+    def _send_ack(self, resync: bool = False) -> None:
+        # n: payload bytes consumed (flow control); s: next sequence number expected
+        # (what may leave the peer's outbox); r: "resend what I have not got".
         self._acked = self.delivered
-        self.host.send_stream_message(self, MsgType.ACK, 0, encode_params({"n": self.delivered}))
+        params: dict[str, int] = {"n": self.delivered, "s": self._rx_seq}
+        if resync:
+            params["r"] = 1
+        self.host.send_stream_message(self, MsgType.ACK, 0, encode_params(params))
+
+    def resync(self) -> None:
+        """After the channel came back: resend our unacknowledged messages, ask for theirs."""
+        if self.phase is Phase.CLOSED:
+            return
+        self._retransmit()
+        self._send_ack(resync=True)
+
+    def _retransmit(self) -> None:
+        for seq, kind, body in list(self._outbox):
+            self.host.send_stream_message(self, kind, seq, body)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages kept for retransmission (for tests and status)."""
+        return len(self._outbox)
 
     # -- the local socket ------------------------------------------------------------------
 
@@ -196,11 +223,20 @@ class Stream:
     def receive(self, env: Envelope) -> None:
         if self.phase is Phase.CLOSED:
             return
+        if not self.peer_incarnation:
+            self.peer_incarnation = env.incarnation
         if env.type is MsgType.ACK:
             try:
-                consumed = int(env.params().get("n", "0"))
-            except ValueError:
+                params = env.params()
+                consumed = int(params.get("n", "0"))
+                received = int(params.get("s", "0"))
+            except (ValueError, EnvelopeError):
                 return
+            outbox = self._outbox
+            while outbox and outbox[0][0] < received:
+                outbox.popleft()
+            if params.get("r") == "1":
+                self._retransmit()
             if consumed > self._peer_consumed:
                 self._peer_consumed = min(consumed, self.sent)
                 self.update_reading()
@@ -307,6 +343,13 @@ class Stream:
             self._registered = False
             self.transport.unregisterProducer()
 
+    def expire(self) -> None:
+        """The peer node has been unreachable too long: end the stream toward our side."""
+        if self.phase is Phase.OPENING:
+            self.fail(OpenFailure.NO_SINK, "peer node unreachable")
+        else:
+            self.shutdown()
+
     def shutdown(self) -> None:
         """Close cleanly on service stop: tell the peer, close the local socket."""
         if self.phase is Phase.CLOSED:
@@ -324,6 +367,7 @@ class Stream:
         self._cancel_open_timer()
         self._reorder.clear()
         self._pending.clear()
+        self._outbox.clear()
         if self.failure is None:
             self.log.info(
                 "stream {resource} to {target} closed: {sent} bytes out, {delivered} bytes in,"

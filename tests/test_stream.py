@@ -172,3 +172,55 @@ def test_channel_congestion_pauses_reading():
     host.channel_paused = False
     stream.update_reading()
     assert transport.producerState == "producing"
+
+
+def test_unacknowledged_messages_are_kept_and_trimmed_by_ack():
+    host, stream, transport = make(window=10_000)
+    stream.local_data(b"a" * 100)
+    stream.local_data(b"b" * 100)
+    stream.local_eof()
+    assert stream.unacknowledged == 3
+    stream.receive(env(MsgType.ACK, 0, encode_params({"n": 100, "s": 1})))
+    assert stream.unacknowledged == 2
+    stream.receive(env(MsgType.ACK, 0, encode_params({"n": 200, "s": 3})))
+    assert stream.unacknowledged == 0
+
+
+def test_resync_resends_the_outbox_and_asks_for_the_peers():
+    host, stream, transport = make(window=10_000)
+    stream.receive(env(MsgType.DATA, 0, b"in"))
+    stream.local_data(b"out-1")
+    stream.local_data(b"out-2")
+    host.sent.clear()
+    stream.resync()
+    kinds = [(k, seq, b) for k, seq, b in host.sent]
+    assert kinds[:2] == [(MsgType.DATA, 0, b"out-1"), (MsgType.DATA, 1, b"out-2")]
+    kind, _, body = kinds[2]
+    assert kind is MsgType.ACK
+    assert decode_params(body) == {"n": "2", "s": "1", "r": "1"}
+
+
+def test_resync_request_from_peer_retransmits():
+    host, stream, transport = make(window=10_000)
+    stream.local_data(b"lost")
+    host.sent.clear()
+    stream.receive(env(MsgType.ACK, 0, encode_params({"n": 0, "s": 0, "r": 1})))
+    assert host.sent == [(MsgType.DATA, 0, b"lost")]
+
+
+def test_retransmitted_duplicates_are_delivered_once():
+    host, stream, transport = make()
+    for seq, data in enumerate([b"one", b"two"]):
+        stream.receive(env(MsgType.DATA, seq, data))
+    for seq, data in enumerate([b"one", b"two", b"three"]):  # a resend after a reconnect
+        stream.receive(env(MsgType.DATA, seq, data))
+    assert transport.value() == b"onetwothree"
+
+
+def test_expire_closes_the_local_side():
+    host, stream, transport = make()
+    stream.receive(env(MsgType.OPEN_OK, 0))
+    stream.expire()
+    assert stream.phase is Phase.CLOSED
+    assert transport.disconnecting
+    assert host.sent[-1][0] is MsgType.CLOSE

@@ -96,6 +96,11 @@ class Envelope:
     incarnation: str = ""  # the sending node's incarnation id (changes on restart)
     body: bytes = b""
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """The stream this message belongs to, as the receiver files it."""
+        return (self.source, self.resource)
+
     def params(self) -> dict[str, str]:
         """The URL-encoded parameters of a control message."""
         return decode_params(self.body)
