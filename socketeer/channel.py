@@ -215,6 +215,10 @@ class ChannelFactory(Factory):
     ) -> None:
         self.node, self.spec, self.clock, self.limits = node, spec, clock, limits
 
+    def use_spec(self, spec: ChannelSpec) -> None:
+        """The broker the next connection goes to (failover): its credentials, its vhost."""
+        self.spec = spec
+
     def buildProtocol(self, addr) -> ChannelProtocol:
         return ChannelProtocol(self.node, self.spec, self.clock, self.limits)
 

@@ -79,6 +79,8 @@ SOURCESINK_KEYS = (
     "authorisation",
     "handshaketimeout",
     "idletimeout",
+    "graceperiod",
+    "pinginterval",
 )
 AUTH = "socketeer.authorisation."
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -174,6 +176,8 @@ class SourceSinkConfig:
     connect_timeout: float
     window: int
     proxy: ProxyConfig | None = None  # a source without fixedHost: a SOCKS/HTTP proxy port
+    grace_period: float = 60.0  # streams wait this long for a silent peer / lost broker
+    ping_interval: float = 5.0  # ping a peer node silent for this long
 
     @property
     def is_source(self) -> bool:
@@ -554,6 +558,8 @@ def _sourcesink(props: _Props, sid: str, warnings: list[str]) -> SourceSinkConfi
         connect_timeout=_positive_float(props, k("connecttimeout"), DEFAULT_CONNECT_TIMEOUT),
         window=props.integer(k("window"), DEFAULT_WINDOW, *WINDOW_RANGE, " (bytes)"),
         proxy=proxy,
+        grace_period=_positive_float(props, k("graceperiod"), 60.0),
+        ping_interval=_positive_float(props, k("pinginterval"), 5.0),
     )
 
 

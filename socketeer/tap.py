@@ -67,7 +67,15 @@ class SocketeerService(MultiService):
 def _node_service(
     ss: SourceSinkConfig, reactor, limits: StompLimits
 ) -> tuple[Node, MultiService, Sink | None]:
-    node = Node(ss.clustername, ss.nodename, ss.channel.topic, reactor, window=ss.window)
+    node = Node(
+        ss.clustername,
+        ss.nodename,
+        ss.channel.topic,
+        reactor,
+        window=ss.window,
+        grace=ss.grace_period,
+        ping_interval=ss.ping_interval,
+    )
     svc = MultiService()
     svc.setName(f"sourcesink-{ss.id}")
     channel = ChannelService(node, ss.channel, ss.channel.client_endpoint(reactor), reactor, limits)

@@ -4,87 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import sys
-from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web import resource, server
 
-ROOT = Path(__file__).resolve().parent.parent
-TWISTD = str(Path(sys.executable).with_name("twistd"))
+from twistdproc import ROOT, TWISTD, child_env, configure, free_port, start, stop
+
 PAGE = b"<html>hello through socketeer</html>\n" * 100
-
-
-def child_env() -> dict[str, str]:
-    """The checkout first on the path, so twistd finds this tree's plugin and package
-    (an editable install's import hook is invisible to twisted.plugin discovery)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def configure(name: str, tmp_path: Path, ports: dict[str, int]) -> Path:
-    """Copy an etc/ file, with its well-known ports replaced by free ones."""
-    text = (ROOT / "etc" / name).read_text()
-    for old, new in ports.items():
-        text = text.replace(old, str(new))
-    out = tmp_path / Path(name).name
-    out.write_text(text)
-    return out
-
-
-class Twistd(protocol.ProcessProtocol):
-    """A twistd child whose output we watch for a line, and whose exit we can await."""
-
-    def __init__(self, wait_for: bytes, count: int) -> None:
-        self.output = bytearray()
-        self.wait_for, self.count = wait_for, count
-        self.ready: defer.Deferred = defer.Deferred()
-        self.ended: defer.Deferred = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        if not self.ready.called and self.output.count(self.wait_for) >= self.count:
-            self.ready.callback(self)
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        if not self.ready.called:
-            self.ready.errback(RuntimeError(f"twistd exited early:\n{self.output.decode()}"))
-        self.ended.callback((reason.value.exitCode, reason.value.signal))
-
-
-def start(config: Path, nodes: int) -> Twistd:
-    proto = Twistd(b"is on the channel", nodes)
-    reactor.spawnProcess(
-        proto,
-        TWISTD,
-        [TWISTD, "-n", "--pidfile=", "socketeer", "-c", str(config)],
-        env=child_env(),
-        path=str(ROOT),
-    )
-    return proto
-
-
-async def stop(proto: Twistd) -> bool:
-    """SIGTERM, then wait; True if twistd shut down cleanly (it re-raises the signal)."""
-    if not proto.ended.called:
-        proto.transport.signalProcess(signal.SIGTERM)
-    code, sig = await proto.ended.addTimeout(30, reactor)
-    return sig == signal.SIGTERM and b"Server Shut Down." in proto.output
 
 
 class Page(resource.Resource):

@@ -1,0 +1,84 @@
+"""Test helpers for real ``twistd socketeer`` child processes (started and ended by PID)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from twisted.internet import defer, protocol, reactor
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+
+def child_env() -> dict[str, str]:
+    """The checkout first on the path, so twistd finds this tree's plugin and package
+    (an editable install's import hook is invisible to twisted.plugin discovery)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def configure(name: str, tmp_path: Path, ports: dict[str, int]) -> Path:
+    """Copy an etc/ file, with its well-known ports replaced by free ones."""
+    text = (ROOT / "etc" / name).read_text()
+    for old, new in ports.items():
+        text = text.replace(old, str(new))
+    out = tmp_path / Path(name).name
+    out.write_text(text)
+    return out
+
+
+class Twistd(protocol.ProcessProtocol):
+    """A twistd child whose output we watch for a line, and whose exit we can await."""
+
+    def __init__(self, wait_for: bytes, count: int) -> None:
+        self.output = bytearray()
+        self.wait_for, self.count = wait_for, count
+        self.ready: defer.Deferred = defer.Deferred()
+        self.ended: defer.Deferred = defer.Deferred()
+        self.result: tuple[int | None, int | None] | None = None
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if not self.ready.called and self.output.count(self.wait_for) >= self.count:
+            self.ready.callback(self)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"twistd exited early:\n{self.output.decode()}"))
+        self.result = (reason.value.exitCode, reason.value.signal)
+        self.ended.callback(self.result)
+
+
+def start(config: Path, nodes: int, wait_for: bytes = b"is on the channel") -> Twistd:
+    """Start ``twistd -n socketeer -c config``; ``ready`` fires after ``nodes`` x ``wait_for``."""
+    proto = Twistd(wait_for, nodes)
+    reactor.spawnProcess(
+        proto,
+        TWISTD,
+        [TWISTD, "-n", "--pidfile=", "socketeer", "-c", str(config)],
+        env=child_env(),
+        path=str(ROOT),
+    )
+    return proto
+
+
+async def stop(proto: Twistd) -> bool:
+    """SIGTERM, then wait; True if twistd shut down cleanly (it re-raises the signal)."""
+    if proto.result is None:
+        proto.transport.signalProcess(signal.SIGTERM)
+        await proto.ended.addTimeout(30, reactor)
+    code, sig = proto.result
+    return sig == signal.SIGTERM and b"Server Shut Down." in proto.output
