@@ -14,7 +14,7 @@ from socketeer.channel import ChannelService
 from socketeer.channelurl import parse_channel_url
 from socketeer.node import Node
 from socketeer.router import Router
-from socketeer.sink import Sink
+from socketeer.sink import Sink, system_resolver
 from socketeer.source import FixedForwardFactory
 
 
@@ -74,7 +74,13 @@ class Relay:
         def endpoint_for(host: str, port: int) -> HostnameEndpoint:
             return HostnameEndpoint(reactor, host, port, timeout=5)
 
-        self.sink = Sink(self.sink_node, endpoint_for, reactor, connect_timeout=5)
+        self.sink = Sink(
+            self.sink_node,
+            endpoint_for,
+            reactor,
+            connect_timeout=5,
+            resolver=system_resolver(reactor),
+        )
         for node in (self.sink_node, self.source_node):
             svc = ChannelService(
                 node, spec, TCP4ClientEndpoint(reactor, "127.0.0.1", self.broker_port), reactor
@@ -86,6 +92,16 @@ class Relay:
     async def forward(self, target_port: int, host: str = "127.0.0.1") -> int:
         """Listen on a fresh loopback port that forwards to ``host:target_port``."""
         factory = FixedForwardFactory(self.source_node, "si", host, target_port, open_timeout=10)
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+        self.ports.append(port)
+        return port.getHost().port
+
+    async def proxy(self, **settings) -> int:
+        """Listen on a fresh loopback port serving SOCKS and HTTP through sink node ``si``."""
+        from socketeer.frontend import ProxyFactory, ProxySettings
+
+        settings.setdefault("open_timeout", 10)
+        factory = ProxyFactory(self.source_node, ProxySettings(peer="si", **settings), reactor)
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
         self.ports.append(port)
         return port.getHost().port
