@@ -54,7 +54,7 @@ def classify_connect_failure(failure: Failure) -> OpenFailure:
         return OpenFailure.REFUSED
     if isinstance(exc, error.DNSLookupError):
         return OpenFailure.NAME_NOT_FOUND
-    if isinstance(exc, error.TimeoutError | defer.CancelledError):
+    if isinstance(exc, error.TimeoutError | error.ConnectingCancelledError | defer.CancelledError):
         return OpenFailure.TIMEOUT
     if isinstance(exc, error.NoRouteError):
         return OpenFailure.HOST_UNREACHABLE

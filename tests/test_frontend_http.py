@@ -672,12 +672,6 @@ async def test_http10_client_with_curl(relay, net, tmp_path):
 
 
 @needs_curl
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: wire/httpproxy.py _parse_request honours HTTP/1.0 keep-alive "
-    "(curl -0 sends Proxy-Connection: Keep-Alive); RFC 9112 9.3 / RFC 7230 6.3: "
-    "a proxy must not keep a persistent connection with an HTTP/1.0 client",
-)
 @pytest_twisted.ensureDeferred
 async def test_http10_curl_connection_closes_after_the_response(relay, net, tmp_path):
     first, second = Origin("old one"), Origin("old two")
@@ -920,13 +914,6 @@ async def test_unresolvable_name_through_connect_is_502(relay, net):
     assert_proxy_error(response, 502)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: socketeer/errors.py classify_connect_failure maps only TimeoutError and "
-    "defer.CancelledError to TIMEOUT, but the sink's connect_timeout cancels the "
-    "HostnameEndpoint Deferred, which fails with twisted.internet.error."
-    "ConnectingCancelledError -> OpenFailure.ERROR -> 502 instead of 504",
-)
 @pytest_twisted.ensureDeferred
 async def test_connect_timeout_is_504(relay, net):
     # A listener whose accept queue is full: the kernel drops further SYNs, so connecting

@@ -389,13 +389,6 @@ async def test_socks5_front_unresolvable_name_is_0x04(relay):
     assert reply.rep == 0x04
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="socketeer/errors.py classify_connect_failure maps only TimeoutError and "
-    "defer.CancelledError to TIMEOUT, but the sink's connect_timeout cancels the endpoint's "
-    "Deferred, which fails with twisted.internet.error.ConnectingCancelledError -> ERROR -> 0x01",
-)
 @pytest_twisted.ensureDeferred
 async def test_socks5_front_connect_timeout_is_0x06(relay):
     """A target whose accept queue is full drops SYNs: the sink's connect times out."""

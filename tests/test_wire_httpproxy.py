@@ -284,8 +284,8 @@ def test_bare_lf_heads_and_leading_blank_lines_are_accepted():
         (b"1.1", b"Connection: Keep-Alive, CLOSE\r\n", False),
         (b"1.1", b"Proxy-Connection: close\r\n", False),
         (b"1.0", b"", False),
-        (b"1.0", b"Connection: keep-alive\r\n", True),
-        (b"1.0", b"Proxy-Connection: Keep-Alive\r\n", True),
+        (b"1.0", b"Connection: keep-alive\r\n", False),  # RFC 9112 9.3: never for a proxy
+        (b"1.0", b"Proxy-Connection: Keep-Alive\r\n", False),
     ],
 )
 def test_client_keep_alive(version, fields, keep):
@@ -702,10 +702,10 @@ def test_duplicate_response_content_length_collapses():
             False,
         ),
         (b"GET http://h/ HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False),
-        (
+        (  # RFC 9112 9.3: a proxy never keeps an HTTP/1.0 client's connection
             b"GET http://h/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-            True,
+            False,
         ),
         (
             b"GET http://h/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
@@ -720,7 +720,7 @@ def test_duplicate_response_content_length_collapses():
         (
             b"HEAD http://h/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
             b"HTTP/1.0 200 OK\r\n\r\n",
-            True,
+            False,
         ),
     ],
 )

@@ -738,10 +738,9 @@ def _parse_request(head: bytes) -> tuple[ProxyRequest, int, bool]:
     options = set(
         _list_items(_values(fields, b"connection") + _values(fields, b"proxy-connection"))
     )
-    if b"close" in options:
-        keep_alive = False
-    else:
-        keep_alive = version == "1.1" or b"keep-alive" in options
+    # RFC 9112 section 9.3: a proxy MUST NOT keep a persistent connection with an HTTP/1.0
+    # client (its Keep-Alive may be a hop-by-hop option some older proxy forwarded blindly).
+    keep_alive = version == "1.1" and b"close" not in options
 
     credentials = _basic_credentials(_values(fields, b"proxy-authorization"))
     out_head = b""
