@@ -56,20 +56,28 @@ class Collector(protocol.Protocol):
 class Relay:
     """A broker, a spawning sink node and a source node, all on loopback in this reactor."""
 
-    def __init__(self) -> None:
+    def __init__(self, channel_url: str | None = None, cluster: str = "c") -> None:
+        """With ``channel_url`` the nodes use that broker (e.g. RabbitMQ) instead of one
+        started here."""
         self.ports: list = []
         self.services: list = []
+        self.channel_url = channel_url
+        self.cluster = cluster
 
     async def start(self) -> None:
-        self.broker_factory = BrokerFactory(Router(), reactor)
-        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-            self.broker_factory
-        )
-        self.ports.append(port)
-        self.broker_port = port.getHost().port
-        spec = parse_channel_url(f"stomp://127.0.0.1:{self.broker_port}/testtopic")
-        self.sink_node = Node("c", "si", spec.topic, reactor, window=256 * 1024)
-        self.source_node = Node("c", "so", spec.topic, reactor, window=256 * 1024)
+        if self.channel_url is None:
+            self.broker_factory = BrokerFactory(Router(), reactor)
+            port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+                self.broker_factory
+            )
+            self.ports.append(port)
+            self.broker_port = port.getHost().port
+            spec = parse_channel_url(f"stomp://127.0.0.1:{self.broker_port}/testtopic")
+        else:
+            spec = parse_channel_url(self.channel_url)
+        self.spec = spec
+        self.sink_node = Node(self.cluster, "si", spec.topic, reactor, window=256 * 1024)
+        self.source_node = Node(self.cluster, "so", spec.topic, reactor, window=256 * 1024)
 
         def endpoint_for(host: str, port: int) -> HostnameEndpoint:
             return HostnameEndpoint(reactor, host, port, timeout=5)
@@ -82,16 +90,16 @@ class Relay:
             resolver=system_resolver(reactor),
         )
         for node in (self.sink_node, self.source_node):
-            svc = ChannelService(
-                node, spec, TCP4ClientEndpoint(reactor, "127.0.0.1", self.broker_port), reactor
-            )
+            svc = ChannelService(node, spec, spec.client_endpoint(reactor), reactor)
             svc.startService()
             self.services.append(svc)
-        await defer.gatherResults([self.sink_node.when_ready(), self.source_node.when_ready()])
+        await defer.gatherResults(
+            [self.sink_node.when_ready(), self.source_node.when_ready()]
+        ).addTimeout(30, reactor)
 
     async def forward(self, target_port: int, host: str = "127.0.0.1") -> int:
         """Listen on a fresh loopback port that forwards to ``host:target_port``."""
-        factory = FixedForwardFactory(self.source_node, "si", host, target_port, open_timeout=10)
+        factory = FixedForwardFactory(self.source_node, "si", host, target_port, open_timeout=30)
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
         self.ports.append(port)
         return port.getHost().port
