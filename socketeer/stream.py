@@ -44,6 +44,8 @@ from socketeer.wire.envelope import Envelope, EnvelopeError, MsgType, encode_par
 
 #: A reorder buffer larger than this means the peer is broken or hostile.
 MAX_REORDER = 4096
+#: Largest payload in one DATA message: a socket read (64 KiB) fits, bigger writes are split.
+MAX_DATA_MESSAGE = 64 * 1024
 
 
 class Phase(Enum):
@@ -174,7 +176,12 @@ class Stream:
         if self.phase is Phase.CLOSED or self._eof_sent:
             return
         self.sent += len(data)
-        self.send(MsgType.DATA, data)
+        if len(data) <= MAX_DATA_MESSAGE:
+            self.send(MsgType.DATA, data)
+        else:  # brokers cap frame sizes (RabbitMQ: 4 MiB by default); stay well below
+            view = memoryview(data)
+            for start in range(0, len(data), MAX_DATA_MESSAGE):
+                self.send(MsgType.DATA, bytes(view[start : start + MAX_DATA_MESSAGE]))
         self.update_reading()
 
     def local_eof(self) -> None:

@@ -224,3 +224,16 @@ def test_expire_closes_the_local_side():
     assert stream.phase is Phase.CLOSED
     assert transport.disconnecting
     assert host.sent[-1][0] is MsgType.CLOSE
+
+
+def test_large_local_writes_are_split_into_bounded_messages():
+    from socketeer.stream import MAX_DATA_MESSAGE
+
+    host, stream, transport = make(window=10 * MAX_DATA_MESSAGE)
+    data = bytes(range(256)) * (MAX_DATA_MESSAGE // 100)
+    stream.local_data(data)
+    bodies = [b for k, _, b in host.sent if k is MsgType.DATA]
+    assert len(bodies) == -(-len(data) // MAX_DATA_MESSAGE)
+    assert all(len(b) <= MAX_DATA_MESSAGE for b in bodies)
+    assert b"".join(bodies) == data
+    assert [seq for k, seq, _ in host.sent] == list(range(len(bodies)))
