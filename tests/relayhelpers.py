@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, serverFromString
@@ -135,3 +136,57 @@ async def connect(port: int) -> Collector:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+MiB = 1024 * 1024
+
+
+@implementer(IHalfCloseableProtocol)
+class Digest(protocol.Protocol):
+    """Reads until EOF, then answers with the sha256; fires ``progress`` at a byte count."""
+
+    def __init__(self, progress_at: int, progress: defer.Deferred) -> None:
+        self.h = hashlib.sha256()
+        self.n = 0
+        self.progress_at, self.progress = progress_at, progress
+
+    def dataReceived(self, data: bytes) -> None:
+        self.h.update(data)
+        self.n += len(data)
+        if self.n >= self.progress_at and not self.progress.called:
+            self.progress.callback(self.n)
+
+    def readConnectionLost(self) -> None:
+        self.transport.write(f"{self.n} {self.h.hexdigest()}".encode())
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class Bulk:
+    """A pull producer writing ``size`` bytes of numbered 1 MiB blocks, then half-closing."""
+
+    def __init__(self, transport, size: int) -> None:
+        self.transport = transport
+        self.block = bytearray(os.urandom(MiB))
+        self.left = size
+        self.index = 0
+        self.digest = hashlib.sha256()
+        transport.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        if self.left <= 0:
+            return
+        self.block[:8] = self.index.to_bytes(8, "big")  # reordering would show in the digest
+        chunk = bytes(self.block[: min(MiB, self.left)])
+        self.index += 1
+        self.left -= len(chunk)
+        self.digest.update(chunk)
+        self.transport.write(chunk)
+        if self.left <= 0:
+            self.transport.unregisterProducer()
+            self.transport.loseWriteConnection()
+
+    def stopProducing(self) -> None:
+        self.left = 0

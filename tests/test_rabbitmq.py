@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import uuid
 
@@ -15,9 +16,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.utils import getProcessOutputAndValue
 from zope.interface import implementer
 
-from relayhelpers import Relay, connect, listen, sha256
+from relayhelpers import Bulk, Digest, Relay, connect, listen, sha256
 
 RABBIT = ("127.0.0.1", 61613)
 MiB = 1024 * 1024
@@ -169,3 +171,26 @@ async def test_clusters_on_one_rabbitmq_do_not_see_each_other():
     finally:
         for relay in relays:
             await relay.stop()
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="rabbitmqctl is not installed")
+@pytest_twisted.ensureDeferred
+async def test_transfer_survives_a_rabbitmq_restart(rabbit_relay):
+    """200 MiB through RabbitMQ while its application is stopped and started again."""
+    relay = rabbit_relay
+    size = 200 * MiB
+    progress: defer.Deferred = defer.Deferred()
+    target = await listen(
+        protocol.Factory.forProtocol(lambda: Digest(size // 3, progress)), relay.ports
+    )
+    client = await connect(await relay.forward(target))
+    bulk = Bulk(client.transport, size)
+    await progress.addTimeout(60, reactor)
+    for command in ("stop_app", "start_app"):
+        out, err, code = await getProcessOutputAndValue(
+            shutil.which("rabbitmqctl"), [command], env=dict(os.environ)
+        )
+        assert code == 0, err
+    answer = await client.lost.addTimeout(180, reactor)
+    assert answer.decode() == f"{size} {bulk.digest.hexdigest()}"
+    assert relay.source_node.stats["streams-expired"] == 0

@@ -7,16 +7,12 @@ broker restart, and must see a clean close (not a hang) when its sink dies.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import signal
 from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from zope.interface import implementer
 
 from socketeer.channel import ChannelService
 from socketeer.channelurl import parse_channel_url
@@ -24,63 +20,12 @@ from socketeer.node import Node
 from socketeer.sink import Sink
 from socketeer.source import FixedForwardFactory
 
-from relayhelpers import connect, listen
+from relayhelpers import Bulk, Digest, connect, listen
 from twistdproc import free_port, start, stop
 
 MiB = 1024 * 1024
 SIZE = 200 * MiB
 BROKER_READY = b"BrokerFactory starting on"
-
-
-@implementer(IHalfCloseableProtocol)
-class Digest(protocol.Protocol):
-    """Reads until EOF, then answers with the sha256; fires ``progress`` at a byte count."""
-
-    def __init__(self, progress_at: int, progress: defer.Deferred) -> None:
-        self.h = hashlib.sha256()
-        self.n = 0
-        self.progress_at, self.progress = progress_at, progress
-
-    def dataReceived(self, data: bytes) -> None:
-        self.h.update(data)
-        self.n += len(data)
-        if self.n >= self.progress_at and not self.progress.called:
-            self.progress.callback(self.n)
-
-    def readConnectionLost(self) -> None:
-        self.transport.write(f"{self.n} {self.h.hexdigest()}".encode())
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-
-class Bulk:
-    """A pull producer writing ``size`` bytes of numbered 1 MiB blocks, then half-closing."""
-
-    def __init__(self, transport, size: int) -> None:
-        self.transport = transport
-        self.block = bytearray(os.urandom(MiB))
-        self.left = size
-        self.index = 0
-        self.digest = hashlib.sha256()
-        transport.registerProducer(self, False)
-
-    def resumeProducing(self) -> None:
-        if self.left <= 0:
-            return
-        self.block[:8] = self.index.to_bytes(8, "big")  # reordering would show in the digest
-        chunk = bytes(self.block[: min(MiB, self.left)])
-        self.index += 1
-        self.left -= len(chunk)
-        self.digest.update(chunk)
-        self.transport.write(chunk)
-        if self.left <= 0:
-            self.transport.unregisterProducer()
-            self.transport.loseWriteConnection()
-
-    def stopProducing(self) -> None:
-        self.left = 0
 
 
 def broker_config(tmp_path: Path, port: int, name: str = "broker") -> Path:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from twisted.internet import defer, protocol, reactor
+from twisted.internet.error import ProcessExitedAlready
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -78,7 +79,10 @@ def start(config: Path, nodes: int, wait_for: bytes = b"is on the channel") -> T
 async def stop(proto: Twistd) -> bool:
     """SIGTERM, then wait; True if twistd shut down cleanly (it re-raises the signal)."""
     if proto.result is None:
-        proto.transport.signalProcess(signal.SIGTERM)
+        try:
+            proto.transport.signalProcess(signal.SIGTERM)
+        except ProcessExitedAlready:
+            pass  # it is gone; processEnded is on its way
         await proto.ended.addTimeout(30, reactor)
     code, sig = proto.result
     return sig == signal.SIGTERM and b"Server Shut Down." in proto.output
