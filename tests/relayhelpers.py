@@ -54,6 +54,10 @@ class Collector(protocol.Protocol):
         self.lost.callback(bytes(self.data))
 
 
+#: Stream window of the test relay: small, so tests exercise flow control.
+WINDOW = 256 * 1024
+
+
 class Relay:
     """A broker, a spawning sink node and a source node, all on loopback in this reactor."""
 
@@ -77,8 +81,8 @@ class Relay:
         else:
             spec = parse_channel_url(self.channel_url)
         self.spec = spec
-        self.sink_node = Node(self.cluster, "si", spec.topic, reactor, window=256 * 1024)
-        self.source_node = Node(self.cluster, "so", spec.topic, reactor, window=256 * 1024)
+        self.sink_node = Node(self.cluster, "si", spec.topic, reactor, window=WINDOW)
+        self.source_node = Node(self.cluster, "so", spec.topic, reactor, window=WINDOW)
 
         def endpoint_for(host: str, port: int) -> HostnameEndpoint:
             return HostnameEndpoint(reactor, host, port, timeout=5)

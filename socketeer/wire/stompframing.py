@@ -22,6 +22,7 @@ This module imports nothing from twisted.
 from __future__ import annotations
 
 import enum
+import re
 from typing import NamedTuple
 
 from stompest.error import StompFrameError
@@ -275,7 +276,8 @@ class StompFrameParser:
         if not name:
             raise StompProtocolError(f"header with an empty name: {_short(text)}")
         assert self._command is not None
-        if _escaped(self._version, self._command):
+        # Without a backslash or a bare CR there is nothing to unescape (the common case).
+        if ("\\" in text or "\r" in text) and _escaped(self._version, self._command):
             decode = unescape(self._version, self._command)
             try:
                 name = decode(name)
@@ -315,6 +317,10 @@ class StompFrameParser:
         if command in self._handshake:
             self._held = True
         return frame
+
+
+#: Characters that STOMP escapes or forbids in a header (anything else goes as it is).
+_CARE = re.compile(r"[:\\\r\n]")
 
 
 def _escaped(version: str, command: str) -> bool:
@@ -364,6 +370,13 @@ def encode_frame(frame: StompFrame) -> bytes:
         headers = [(_CONTENT_LENGTH, str(len(body)))] + [
             (k, v) for k, v in headers if k != _CONTENT_LENGTH
         ]
+    if all(name and not _CARE.search(name) and not _CARE.search(value) for name, value in headers):
+        # Fast path: nothing to escape or check, whatever the version (every relayed chunk).
+        try:
+            head = "\n".join([command, *(f"{name}:{value}" for name, value in headers)])
+            return b"".join((head.encode("utf-8"), b"\n\n", body, b"\0"))
+        except UnicodeEncodeError:
+            pass  # lone surrogates: let the careful path explain
     esc = _escaper(version, command)
     lines = [command]
     for name, value in headers:
