@@ -149,7 +149,7 @@ MiB = 1024 * 1024
 class Digest(protocol.Protocol):
     """Reads until EOF, then answers with the sha256; fires ``progress`` at a byte count."""
 
-    def __init__(self, progress_at: int, progress: defer.Deferred) -> None:
+    def __init__(self, progress_at: int = 0, progress: defer.Deferred | None = None) -> None:
         self.h = hashlib.sha256()
         self.n = 0
         self.progress_at, self.progress = progress_at, progress
@@ -157,8 +157,9 @@ class Digest(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.h.update(data)
         self.n += len(data)
-        if self.n >= self.progress_at and not self.progress.called:
-            self.progress.callback(self.n)
+        progress = self.progress
+        if progress is not None and self.n >= self.progress_at and not progress.called:
+            progress.callback(self.n)
 
     def readConnectionLost(self) -> None:
         self.transport.write(f"{self.n} {self.h.hexdigest()}".encode())
@@ -194,3 +195,21 @@ class Bulk:
 
     def stopProducing(self) -> None:
         self.left = 0
+
+
+#: A target that reads until the client half-closes, then answers "<bytes> <sha256>".
+DigestServer = Digest
+
+
+@implementer(IHalfCloseableProtocol)
+class Echo(protocol.Protocol):
+    """Echoes; on the client's FIN it finishes writing and closes (a half-close aware server)."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass

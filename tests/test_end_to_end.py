@@ -2,54 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 
 import pytest_twisted
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from zope.interface import implementer
 
 from socketeer.stream import Stream
 
-from relayhelpers import Collector, connect, listen, sha256
+from relayhelpers import Collector, DigestServer, Echo, connect, listen, sha256
 
 MiB = 1024 * 1024
-
-
-@implementer(IHalfCloseableProtocol)
-class Echo(protocol.Protocol):
-    """Echoes; on the client's FIN it finishes writing and closes (a half-close aware server)."""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-
-@implementer(IHalfCloseableProtocol)
-class DigestServer(protocol.Protocol):
-    """Reads until the client half-closes, then answers with the sha256 of what it read."""
-
-    def connectionMade(self) -> None:
-        self.h = hashlib.sha256()
-        self.n = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        self.h.update(data)
-        self.n += len(data)
-
-    def readConnectionLost(self) -> None:
-        self.transport.write(f"{self.n} {self.h.hexdigest()}".encode())
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
 
 
 class Sender(protocol.Protocol):

@@ -40,7 +40,7 @@ from zope.interface import implementer
 from socketeer.auth import Authenticator, hash_password
 from socketeer.channelurl import Secret
 
-from relayhelpers import Collector, listen, sha256
+from relayhelpers import Collector, DigestServer, Echo, listen, sha256
 
 MiB = 1024 * 1024
 TIMEOUT = 30
@@ -212,38 +212,6 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
 
 
 # -- targets for CONNECT ----------------------------------------------------------------------
-
-
-@implementer(IHalfCloseableProtocol)
-class Echo(protocol.Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-
-@implementer(IHalfCloseableProtocol)
-class DigestServer(protocol.Protocol):
-    """Reads until the client half-closes, then answers with the sha256 of what it read."""
-
-    def connectionMade(self) -> None:
-        self.h = hashlib.sha256()
-        self.n = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        self.h.update(data)
-        self.n += len(data)
-
-    def readConnectionLost(self) -> None:
-        self.transport.write(f"{self.n} {self.h.hexdigest()}".encode())
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
 
 
 # -- a raw client and a strict response parser -----------------------------------------------

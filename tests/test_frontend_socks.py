@@ -10,7 +10,6 @@ Deferred with a bounded timeout.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import os
 import shutil
@@ -38,7 +37,7 @@ from socketeer.auth import Authenticator, hash_password
 from socketeer.channelurl import Secret
 from socketeer.frontend import ProxyFactory, ProxySettings
 
-from relayhelpers import Collector, listen, sha256
+from relayhelpers import Collector, DigestServer, listen, sha256
 
 MiB = 1024 * 1024
 TIMEOUT = 30
@@ -225,26 +224,6 @@ def http_body(response: bytes) -> bytes:
 
 
 # -- target protocols ------------------------------------------------------------------------
-
-
-@implementer(IHalfCloseableProtocol)
-class DigestServer(protocol.Protocol):
-    """Reads until the client half-closes, then answers with the sha256 of what it read."""
-
-    def connectionMade(self) -> None:
-        self.h = hashlib.sha256()
-        self.n = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        self.h.update(data)
-        self.n += len(data)
-
-    def readConnectionLost(self) -> None:
-        self.transport.write(f"{self.n} {self.h.hexdigest()}".encode())
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
 
 
 class ProbeFactory(ProxyFactory):

@@ -6,7 +6,6 @@ nothing answers on 61613. Each test uses its own topic, so runs never see each o
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import socket
@@ -15,11 +14,9 @@ import uuid
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
-from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.utils import getProcessOutputAndValue
-from zope.interface import implementer
 
-from relayhelpers import Bulk, Digest, Relay, connect, listen, sha256
+from relayhelpers import Bulk, Digest, DigestServer, Relay, connect, listen, sha256
 
 RABBIT = ("127.0.0.1", 61613)
 MiB = 1024 * 1024
@@ -50,24 +47,6 @@ async def rabbit_relay():
     await relay.start()
     yield relay
     await relay.stop()
-
-
-@implementer(IHalfCloseableProtocol)
-class DigestServer(protocol.Protocol):
-    def connectionMade(self) -> None:
-        self.h = hashlib.sha256()
-        self.n = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        self.h.update(data)
-        self.n += len(data)
-
-    def readConnectionLost(self) -> None:
-        self.transport.write(f"{self.n} {self.h.hexdigest()}".encode())
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
 
 
 class Sender(protocol.Protocol):
