@@ -39,6 +39,22 @@ from types import MappingProxyType
 import javaproperties
 
 from socketeer.channelurl import ChannelSpec, ChannelURLError, Secret, parse_channel_url
+from socketeer.policy import (
+    CLIENT_PATTERN_ALLOWED,
+    EMPTY_POLICY,
+    HOST_PATTERN_ALLOWED,
+    MAP_HOST_ALLOWED,
+    PORT_ALLOWED,
+    PORT_PATTERN_ALLOWED,
+    HostKind,
+    MapRule,
+    Policy,
+    Rule,
+    parse_host_pattern,
+    parse_map_host,
+    parse_port,
+    parse_port_range,
+)
 
 __all__ = [
     "BrokerConfig",
@@ -71,6 +87,10 @@ SOURCESINK_KEYS = (
     "fixedHost",
     "fixedPort",
     "fixedType",
+    "accesslist",
+    "whitelist",
+    "blacklist",
+    "maplist",
     "connecttimeout",
     "window",
     "socks4enabled",
@@ -108,6 +128,15 @@ _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 _BOOL_ALLOWED = "true, false, yes, no, 1, 0"
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
+
+#: List profiles: ``socketeer.<kind>.<profile>[.<entry>].<field>``, referenced by
+#: ``socketeer.sourcesink.<id>.<kind>=<profile>[,<profile>...]`` (see socketeer/policy.py).
+POLICY_FIELDS = {
+    "accesslist": ("host",),
+    "whitelist": ("cluster", "node", "host", "port"),
+    "blacklist": ("cluster", "node", "host", "port"),
+    "maplist": ("cluster", "node", "orghost", "orgport", "maphost", "mapport"),
+}
 
 
 class ConfigError(Exception):
@@ -176,6 +205,7 @@ class SourceSinkConfig:
     connect_timeout: float
     window: int
     proxy: ProxyConfig | None = None  # a source without fixedHost: a SOCKS/HTTP proxy port
+    policy: Policy = EMPTY_POLICY  # its access list, whitelist, blacklist and maplist
     grace_period: float = 60.0  # streams wait this long for a silent peer / lost broker
     ping_interval: float = 5.0  # ping a peer node silent for this long
 
@@ -302,7 +332,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         if key.startswith(USER_PREFIX) and len(key) > len(USER_PREFIX):
             users[key[len(USER_PREFIX) :]] = Secret(entry.value.strip())
             continue
-        if _auth_entry(props, key) is not None:
+        if _auth_entry(props, key) is not None or _policy_entry(props, key) is not None:
             continue
         sid = _sourcesink_id(key)
         if sid is not None:
@@ -313,6 +343,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
 
     broker = _broker(props, users, warnings)
     sourcesinks = tuple(_sourcesink(props, sid, warnings) for sid in ids)
+    sourcesinks = _with_policies(props, sourcesinks, _policy_profiles(props), warnings)
     _check_unique(props, broker, sourcesinks)
     if not broker.enabled and not sourcesinks:
         raise ConfigError(
@@ -401,6 +432,217 @@ def _sourcesink_id(key: str) -> str | None:
     return sid
 
 
+# -- policy profiles: access lists, whitelists, blacklists, maplists (socketeer/policy.py) ----
+
+
+def _policy_entry(props: _Props, key: str) -> tuple[str, str, str, str] | None:
+    """``socketeer.<kind>.<profile>[.<entry>].<field>`` -> (kind, profile, entry, field).
+
+    None for anything else, so that it is reported as an unknown key.
+    """
+    parts = key.split(".")
+    if len(parts) not in (4, 5) or parts[0] != "socketeer" or parts[1] not in POLICY_FIELDS:
+        return None
+    kind, profile, fieldname = parts[1], parts[2], parts[-1]
+    entry = parts[3] if len(parts) == 5 else ""
+    if fieldname not in POLICY_FIELDS[kind]:
+        return None
+    if not _NAME_RE.fullmatch(profile):
+        raise props.error(key, f"invalid {kind} profile name {profile!r}", _NAME_ALLOWED)
+    if len(parts) == 5 and not _NAME_RE.fullmatch(entry):
+        raise props.error(key, f"invalid {kind} entry name {entry!r}", _NAME_ALLOWED)
+    return kind, profile, entry, fieldname
+
+
+def _suggest_policy(kind: str, parts: list[str]) -> str:
+    fields = POLICY_FIELDS[kind]
+    any_field = f"<{'|'.join(fields)}>"
+    if len(parts) == 3:
+        return f"socketeer.{kind}.{parts[2]}.{any_field}"
+    head = parts[2:4] if len(parts) >= 5 else parts[2:3]
+    matches = difflib.get_close_matches(parts[-1].lower(), fields, n=1, cutoff=0.6)
+    return ".".join(["socketeer", kind, *head, matches[0] if matches else any_field])
+
+
+def _policy_list(
+    props: _Props, key: str, what: str, parse, allowed: str, *, star: bool = True
+) -> tuple:
+    """A comma-separated value, every item parsed; ``*`` alone means any (an empty tuple)."""
+    value = props.get(key) or ""
+    items = [item.strip() for item in value.split(",")]
+    if star and items == ["*"]:
+        return ()
+    if not all(items):
+        raise props.error(key, f"empty item in {value!r}", allowed)
+    parsed = []
+    for item in items:
+        try:
+            parsed.append(parse(item))
+        except ValueError as e:
+            raise props.error(key, f"invalid {what} {item!r}: {e}", allowed) from None
+    return tuple(parsed)
+
+
+def _policy_names(props: _Props, key: str) -> tuple[str, ...]:
+    def name(text: str) -> str:
+        if text != "*" and not _NAME_RE.fullmatch(text):
+            raise ValueError("not a cluster or node name")
+        return text
+
+    names = _policy_list(props, key, "name", name, _NAME_ALLOWED + "; comma-separated, or *")
+    return () if "*" in names else names
+
+
+def _policy_rule(props: _Props, kind: str, name: str, keys: Mapping[str, str]) -> Rule | MapRule:
+    """One entry of a profile; ``keys`` maps its fields to their full keys."""
+
+    def values(fieldname: str, what: str, parse, allowed: str) -> tuple:
+        key = keys.get(fieldname)
+        return () if key is None else _policy_list(props, key, what, parse, allowed)
+
+    clusters = _policy_names(props, keys["cluster"]) if "cluster" in keys else ()
+    nodes = _policy_names(props, keys["node"]) if "node" in keys else ()
+    if kind != "maplist":
+        parse_host, hosts_allowed = parse_host_pattern, HOST_PATTERN_ALLOWED
+        if kind == "accesslist":
+            parse_host, hosts_allowed = _client_pattern, CLIENT_PATTERN_ALLOWED
+        return Rule(
+            kind,
+            name,
+            hosts=values("host", "host", parse_host, hosts_allowed),
+            ports=values("port", "port", parse_port_range, PORT_PATTERN_ALLOWED),
+            clusters=clusters,
+            nodes=nodes,
+        )
+    if "maphost" not in keys and "mapport" not in keys:
+        first = min(keys.values(), key=lambda k: props.line(k) or 0)
+        raise props.error(
+            first,
+            f"maplist entry {name!r} says where from but not where to",
+            f"set socketeer.maplist.{name}.maphost and/or .mapport",
+        )
+    maphost = mapport = None
+    if "maphost" in keys:
+        value = props.get(keys["maphost"]) or ""
+        try:
+            maphost = parse_map_host(value)
+        except ValueError as e:
+            message = f"invalid maphost {value!r}: {e}"
+            raise props.error(keys["maphost"], message, MAP_HOST_ALLOWED) from None
+    if "mapport" in keys:
+        value = props.get(keys["mapport"]) or ""
+        try:
+            mapport = parse_port(value)
+        except ValueError as e:
+            message = f"invalid mapport {value!r}: {e}"
+            raise props.error(keys["mapport"], message, PORT_ALLOWED) from None
+    return MapRule(
+        name,
+        maphost=maphost,
+        mapport=mapport,
+        orghosts=values("orghost", "host", parse_host_pattern, HOST_PATTERN_ALLOWED),
+        orgports=values("orgport", "port", parse_port_range, PORT_PATTERN_ALLOWED),
+        clusters=clusters,
+        nodes=nodes,
+    )
+
+
+def _client_pattern(text: str):
+    """Access lists match a client's address, never a name (no reverse lookups)."""
+    pattern = parse_host_pattern(text)
+    if pattern.kind in (HostKind.NAME, HostKind.SUFFIX):
+        raise ValueError("a client is known by its address, not by a name")
+    return pattern
+
+
+@dataclass(frozen=True)
+class _PolicyProfile:
+    kind: str
+    name: str  # as first written (may hold %XX escapes)
+    first_key: str
+    rules: tuple[Rule | MapRule, ...]
+
+
+def _profile_id(name: str) -> str:
+    """Profile names may be URL-encoded: ``a%2Eb`` and ``a%2eb`` are the same profile."""
+    from urllib.parse import unquote
+
+    return unquote(name)
+
+
+def _policy_profiles(props: _Props) -> dict[tuple[str, str], _PolicyProfile]:
+    """Every list profile in the file, its entries as rules in file order, errors raised."""
+    found: dict[tuple[str, str], tuple[str, str, dict[str, dict[str, str]]]] = {}
+    for entry in props.entries.values():
+        parsed = _policy_entry(props, entry.key)
+        if parsed is None:
+            continue
+        kind, profile, entry_name, fieldname = parsed
+        _, _, entries = found.setdefault((kind, _profile_id(profile)), (profile, entry.key, {}))
+        entries.setdefault(entry_name, {})[fieldname] = entry.key
+    profiles = {}
+    for (kind, pid), (profile, first_key, entries) in found.items():
+        rules = tuple(
+            _policy_rule(props, kind, f"{profile}.{e}" if e else profile, keys)
+            for e, keys in entries.items()
+        )
+        profiles[(kind, pid)] = _PolicyProfile(kind, profile, first_key, rules)
+    return profiles
+
+
+def _with_policies(
+    props: _Props,
+    sourcesinks: tuple[SourceSinkConfig, ...],
+    profiles: Mapping[tuple[str, str], _PolicyProfile],
+    warnings: list[str],
+) -> tuple[SourceSinkConfig, ...]:
+    """Each sourcesink with the rules of the profiles it references, in reference order."""
+    from dataclasses import replace
+
+    used: set[tuple[str, str]] = set()
+    out = []
+    for ss in sourcesinks:
+        lists: dict[str, tuple] = {}
+        for kind, fields in POLICY_FIELDS.items():
+            key = f"{SOURCESINK}{ss.id}.{kind}"
+            if props.get(key) is None:
+                lists[kind] = ()
+                continue
+            allowed = f"names of socketeer.{kind}.<profile> profiles, comma-separated"
+            refs = _policy_list(props, key, "profile name", str, allowed, star=False)
+            rules: list = []
+            for ref in dict.fromkeys(refs):
+                if not _NAME_RE.fullmatch(ref):
+                    raise props.error(key, f"invalid profile name {ref!r}", _NAME_ALLOWED)
+                profile = profiles.get((kind, _profile_id(ref)))
+                if profile is None:
+                    raise props.error(
+                        key,
+                        f"no {kind} profile {ref!r}",
+                        f"define socketeer.{kind}.{ref}.<{'|'.join(fields)}>=...",
+                    )
+                used.add((kind, _profile_id(ref)))
+                rules.extend(profile.rules)
+            lists[kind] = tuple(rules)
+        if lists["accesslist"] and not ss.is_source:
+            key = f"{SOURCESINK}{ss.id}.accesslist"
+            warnings.append(
+                f"{props.path}:{props.line(key)}: {key} is ignored: an access list admits "
+                "the clients of a source, and this sourcesink has no serverport"
+            )
+            lists["accesslist"] = ()
+        policy = Policy(**lists)
+        out.append(ss if policy.empty else replace(ss, policy=policy))
+    for (kind, pid), profile in profiles.items():
+        if (kind, pid) not in used:
+            warnings.append(
+                f"{props.path}:{props.line(profile.first_key)}: {kind} profile {profile.name} "
+                f"is not used by any sourcesink (reference it with "
+                f"{SOURCESINK}<id>.{kind}={profile.name})"
+            )
+    return tuple(out)
+
+
 def _unknown_key_warning(path: str, entry: _Entry, ids: list[str]) -> str:
     """A warning for an unknown key, suggesting the nearest known one."""
     key = entry.key
@@ -422,6 +664,10 @@ def _suggest(key: str, ids: list[str]) -> str | None:
     folded = [c for c in candidates if c.casefold() == key.casefold()]
     if folded:
         return folded[0]
+    if len(parts) >= 3 and parts[0] == "socketeer":
+        kinds = difflib.get_close_matches(parts[1].lower(), list(POLICY_FIELDS), n=1, cutoff=0.8)
+        if kinds:
+            return _suggest_policy(kinds[0], parts)
     if key.startswith(SOURCESINK) and len(parts) >= 4:
         prefix, tail = ".".join(parts[:3]) + ".", ".".join(parts[3:])
         tails = list(SOURCESINK_KEYS)
