@@ -1,0 +1,1 @@
+"""Socketeer's benchmark against direct TCP, ssh -D and pproxy (``python -m bench``)."""
