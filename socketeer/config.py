@@ -39,6 +39,7 @@ from types import MappingProxyType
 import javaproperties
 
 from socketeer.channelurl import ChannelSpec, ChannelURLError, Secret, parse_channel_url
+from socketeer.opsconfig import STATUS_KEYS, StatusConfig, is_status_user_key, status_config
 from socketeer.policy import (
     CLIENT_PATTERN_ALLOWED,
     EMPTY_POLICY,
@@ -75,6 +76,7 @@ K_PORT = GENERAL + "messagingserverport"
 K_INTERFACE = GENERAL + "messagingserverinterface"
 K_MAXFRAME = GENERAL + "messagingservermaxframesize"
 GENERAL_KEYS = (K_ENABLED, K_PORT, K_INTERFACE, K_MAXFRAME)
+GENERAL_KEYS += STATUS_KEYS  # the status server (socketeer/opsconfig.py)
 
 SOURCESINK_KEYS = (
     "clustername",
@@ -223,6 +225,7 @@ class Config:
     broker: BrokerConfig
     sourcesinks: tuple[SourceSinkConfig, ...]
     warnings: tuple[str, ...]
+    status: StatusConfig | None = None  # the status server (/metrics, /status); None: off
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,8 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         if key.startswith(USER_PREFIX) and len(key) > len(USER_PREFIX):
             users[key[len(USER_PREFIX) :]] = Secret(entry.value.strip())
             continue
+        if is_status_user_key(key):
+            continue  # checked with the status server (socketeer/opsconfig.py)
         if _auth_entry(props, key) is not None or _policy_entry(props, key) is not None:
             continue
         sid = _sourcesink_id(key)
@@ -345,13 +350,14 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     sourcesinks = tuple(_sourcesink(props, sid, warnings) for sid in ids)
     sourcesinks = _with_policies(props, sourcesinks, _policy_profiles(props), warnings)
     _check_unique(props, broker, sourcesinks)
+    status = status_config(props, broker, sourcesinks, warnings)
     if not broker.enabled and not sourcesinks:
         raise ConfigError(
             path,
             "nothing to run: no sourcesink is configured and the broker is disabled",
             allowed=f"set {K_ENABLED}=true or configure a {SOURCESINK}<id>.*",
         )
-    return Config(path, broker, sourcesinks, tuple(warnings))
+    return Config(path, broker, sourcesinks, tuple(warnings), status=status)
 
 
 def _read_entries(text: str, path: str, warnings: list[str]) -> dict[str, _Entry]:

@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from socketeer import logs
 from socketeer.errors import OpenFailure
 from socketeer.stream import Stream
 from socketeer.wire.envelope import (
@@ -91,6 +92,8 @@ class Node:
         self.ping_interval = ping_interval
         # peer node -> (when we last heard from it, its incarnation)
         self._peers: dict[str, tuple[float, str]] = {}
+        #: peer node -> (when its last PONG came, the round-trip time it measured)
+        self.peer_rtt: dict[str, tuple[float, float]] = {}
         # Streams that ended recently: a retransmitted OPEN for one must not reopen it.
         self._recently_closed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._liveness: LoopingCall | None = None
@@ -104,6 +107,11 @@ class Node:
     @property
     def channel_paused(self) -> bool:
         return self._link is None or self._congested
+
+    @property
+    def connected(self) -> bool:
+        """The channel is up and subscribed (for status and metrics)."""
+        return self._link is not None
 
     def seconds(self) -> float:
         return self.clock.seconds()
@@ -123,6 +131,9 @@ class Node:
             self.stats[f"open-failed:{stream.failure.value}"] += 1
         else:
             self.stats["streams-closed"] += 1
+        # Totals of ended streams; metrics add the live ones' counts.
+        self.stats["bytes-out"] += stream.sent
+        self.stats["bytes-in"] += stream.delivered
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -144,6 +155,15 @@ class Node:
         )
         link.send_bytes(encode_send(self.topic, env))
         self.stats["messages-out"] += 1
+        if logs.trace:
+            self.log.debug(
+                "sent {type} to {dest}/{resource} seq {seq}, {size} bytes",
+                type=kind.value,
+                dest=dest,
+                resource=resource,
+                seq=seq,
+                size=len(body),
+            )
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -259,6 +279,7 @@ class Node:
         """The channel is connected and subscribed: send what waited, let sockets be read."""
         self._link = link
         self._congested = False
+        self.stats["channel-connects"] += 1
         self.log.info(
             "node {cluster}/{node} is on the channel", cluster=self.cluster, node=self.name
         )
@@ -375,6 +396,15 @@ class Node:
         self.envelope_received(env)
 
     def envelope_received(self, env: Envelope) -> None:
+        if logs.trace:
+            self.log.debug(
+                "received {type} from {source}/{resource} seq {seq}, {size} bytes",
+                type=env.type.value,
+                source=env.source,
+                resource=env.resource,
+                seq=env.seq,
+                size=len(env.body),
+            )
         self._heard(env)
         if not env.resource:
             self._node_message(env)
@@ -421,5 +451,11 @@ class Node:
             self._send(MsgType.PONG, env.source, "", 0, env.body)
         elif env.type is MsgType.PONG:
             self.stats["pongs"] += 1
+            try:
+                rtt = self.clock.seconds() - float(env.params().get("t", ""))
+            except (ValueError, EnvelopeError):
+                return
+            if 0 <= rtt < 3600:  # our own ping's timestamp came back
+                self.peer_rtt[env.source] = (self.clock.seconds(), rtt)
         else:
             self.stats["malformed"] += 1

@@ -18,6 +18,7 @@ from socketeer.channel import ChannelService
 from socketeer.config import Config, ConfigError, SourceSinkConfig, load_config
 from socketeer.frontend import ProxyFactory, ProxySettings
 from socketeer.node import Node
+from socketeer.operations import add_operations, add_readiness
 from socketeer.router import Router
 from socketeer.sink import Sink, system_resolver
 from socketeer.source import FixedForwardFactory
@@ -146,10 +147,13 @@ def build_service(config: Config, reactor) -> SocketeerService:
             url=ss.channel.redacted(),
             note=" (codekey is accepted but not applied yet)" if ss.channel.codekey else "",
         )
+    add_operations(root, config, reactor)  # the status server, when enabled
     return root
 
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    return build_service(options["parsed"], reactor)
+    root = build_service(options["parsed"], reactor)
+    add_readiness(root)  # systemd Type=notify: READY=1 once every node is connected
+    return root
