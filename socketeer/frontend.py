@@ -29,6 +29,8 @@ from socketeer.auth import Authenticator
 from socketeer.config import ProxyConfig
 from socketeer.errors import SOCKS5_REPLY, OpenFailure
 from socketeer.node import Node, ResolveError
+from socketeer.policy import Decision, PolicyRef, client_host
+from socketeer.source import denied_stream
 from socketeer.stream import Stream
 from socketeer.wire import socks
 
@@ -45,10 +47,18 @@ class ProxySettings:
     handshake_timeout: float = 10.0
     idle_timeout: float = 0.0
     open_timeout: float = 30.0
+    policy: PolicyRef | None = None  # access list and target policy, swapped on reload
 
     @classmethod
-    def from_config(cls, peer: str, proxy: ProxyConfig, open_timeout: float) -> ProxySettings:
+    def from_config(
+        cls,
+        peer: str,
+        proxy: ProxyConfig,
+        open_timeout: float,
+        policy: PolicyRef | None = None,
+    ) -> ProxySettings:
         return cls(
+            policy=policy,
             peer=peer,
             socks4=proxy.socks4,
             socks5=proxy.socks5,
@@ -102,13 +112,34 @@ class ProxyProtocol(Protocol):
         self.closed = False
         self._read_closed = False
         self._write_closed = False
+        self._admission: Decision | None = None  # the access list's verdict on this client
+        self._refusal_counted = False
 
     # -- connection ------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.client = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        if self.settings.policy is not None:
+            self._admission = self.settings.policy.policy.admit(client_host(peer))
         self.set_timer(self.settings.handshake_timeout, self._handshake_timed_out)
+
+    @property
+    def admitted(self) -> bool:
+        return self._admission is None or self._admission.allowed
+
+    def client_refusal(self) -> str | None:
+        """Why the access list refuses this client (counted once), or None if it may proceed.
+
+        A refused client still gets its protocol's own answer to its request (SOCKS5 0x02,
+        SOCKS4 0x5B, HTTP 403) rather than a bare close; no password is checked for it.
+        """
+        if self.admitted:
+            return None
+        if not self._refusal_counted:
+            self._refusal_counted = True
+            self.node.stats[f"denied:{self._admission.rule}"] += 1
+        return self._admission.rule_text
 
     def dataReceived(self, data: bytes) -> None:
         if self.stream is not None:
@@ -216,9 +247,37 @@ class ProxyProtocol(Protocol):
         on_open: Callable[[Stream, dict[str, str]], None],
         on_fail: Callable[[Stream, OpenFailure, str], None],
     ) -> Stream:
-        """Ask the sink for ``host:port``; the client is not read until it answers."""
+        """Ask the sink for ``host:port``; the client is not read until it answers.
+
+        The source's policy comes first: a maplist may rewrite the target, and a denied
+        target fails the stream with DENIED without a message to the sink (``on_fail``
+        then runs on the next turn of the reactor, as it would for the sink's answer).
+        """
         self.cancel_timer()
         self.transport.pauseProducing()
+        policy = self.settings.policy
+        if policy is not None:
+            decision = policy.policy.evaluate(
+                host, port, cluster=self.node.cluster, node=self.settings.peer
+            )
+            if not decision.allowed:
+
+                def later(stream: Stream, reason: OpenFailure, message: str) -> None:
+                    self.clock.callLater(0, on_fail, stream, reason, message)
+
+                return denied_stream(
+                    self.node, self.settings.peer, f"{host}:{port}", self.client, decision, later
+                )
+            if decision.mapped_by:
+                self.log.debug(
+                    "{client}: {host}:{port} mapped to {target} by {rule}",
+                    client=self.client,
+                    host=host,
+                    port=port,
+                    target=f"{decision.target_host}:{decision.target_port}",
+                    rule=decision.mapped_by,
+                )
+            host, port = decision.target_host, decision.target_port
         stream = self.node.open_stream(
             self.settings.peer,
             host,
@@ -253,7 +312,8 @@ class SocksHandler(Handler):
         self.server = socks.SocksServer(
             socks4=settings.socks4,
             socks5=settings.socks5,
-            require_auth=settings.authenticator is not None,
+            # A client the access list refuses is not asked for a password: it gets 0x02.
+            require_auth=settings.authenticator is not None and proto.admitted,
         )
         self.request: socks.Request | None = None
 
@@ -315,6 +375,10 @@ class SocksHandler(Handler):
     def _handle(self, request: socks.Request) -> None:
         command = request.command
         v4 = self.server.version == 4
+        refusal = self.proto.client_refusal()
+        if refusal is not None:
+            self._refuse(socks.SOCKS4_REJECTED if v4 else SOCKS5_REPLY[OpenFailure.DENIED], refusal)
+            return
         if command in (socks.Command.RESOLVE, socks.Command.RESOLVE_PTR):
             self._resolve(request)
             return

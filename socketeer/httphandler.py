@@ -91,6 +91,20 @@ class HttpHandler(Handler):
     def _request(self, request: ProxyRequest) -> bool:
         """Start one request; False when the connection stops being an HTTP reader."""
         proto = self.proto
+        refusal = proto.client_refusal()  # the access list, before any password is checked
+        if refusal is not None:
+            self.log.info(
+                "refused HTTP {method} {target} from {client}: {why}",
+                method=request.method,
+                target=f"{request.target_host}:{request.target_port}",
+                client=proto.client,
+                why=refusal,
+            )
+            proto.transport.write(
+                error_response(403, "Forbidden", "This proxy does not serve your address.\n")
+            )
+            proto.close()
+            return False
         authenticator = proto.settings.authenticator
         if authenticator is not None:
             creds = request.credentials

@@ -6,6 +6,10 @@ the reactor as an argument so tests (and embedding applications) can pass their 
 
 from __future__ import annotations
 
+import os
+import signal
+from dataclasses import replace
+
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import HostnameEndpoint
@@ -19,8 +23,9 @@ from socketeer.config import Config, ConfigError, SourceSinkConfig, load_config
 from socketeer.frontend import ProxyFactory, ProxySettings
 from socketeer.node import Node
 from socketeer.operations import add_operations, add_readiness
+from socketeer.policy import EMPTY_POLICY, PolicyRef
 from socketeer.router import Router
-from socketeer.sink import Sink, system_resolver
+from socketeer.sink import Sink, system_address_resolver, system_resolver
 from socketeer.source import FixedForwardFactory
 from socketeer.wire.stompframing import StompLimits
 
@@ -63,10 +68,84 @@ class SocketeerService(MultiService):
         super().__init__()
         self.nodes: dict[str, Node] = {}
         self.sinks: dict[str, Sink] = {}
+        #: Each sourcesink's policy holder: ``reload_policies`` swaps what they hold.
+        self.policies: dict[str, PolicyRef] = {}
+        self.config: Config | None = None
+
+    def reload_policies(self, config: Config) -> None:
+        """Swap in the lists of a freshly read configuration (SIGHUP).
+
+        Only policies change: established streams are untouched (a policy is consulted when a
+        stream opens), and any other change, or a sourcesink added or removed, is reported
+        and waits for a restart.
+        """
+        for warning in config.warnings:
+            log.warn("reload: {warning}", warning=warning)
+        old = {ss.id: ss for ss in self.config.sourcesinks} if self.config else {}
+        new = {ss.id: ss for ss in config.sourcesinks}
+        for sid, holder in self.policies.items():
+            ss = new.get(sid)
+            if ss is None:
+                log.warn(
+                    "reload: sourcesink {id} is gone from {path}; it runs on, with its "
+                    "current policy, until a restart",
+                    id=sid,
+                    path=config.path,
+                )
+                continue
+            holder.policy = ss.policy
+            before = old.get(sid)
+            if before is not None and replace(before, policy=EMPTY_POLICY) != replace(
+                ss, policy=EMPTY_POLICY
+            ):
+                log.warn(
+                    "reload: sourcesink {id} has changes besides its lists; they take effect "
+                    "at the next restart",
+                    id=sid,
+                )
+        for sid in new.keys() - self.policies.keys():
+            log.warn("reload: new sourcesink {id} starts at the next restart", id=sid)
+        log.info(
+            "reloaded policies from {path}: {summary}",
+            path=config.path,
+            summary="; ".join(
+                f"{sid}: {_summary(holder.policy)}" for sid, holder in self.policies.items()
+            ),
+        )
+
+
+def _summary(policy) -> str:
+    counts = [
+        f"{len(rules)} {kind}"
+        for kind, rules in (
+            ("accesslist", policy.accesslist),
+            ("whitelist", policy.whitelist),
+            ("blacklist", policy.blacklist),
+            ("maplist", policy.maplist),
+        )
+        if rules
+    ]
+    return ", ".join(counts) or "no lists"
+
+
+def reload_policies(root: SocketeerService, path: str) -> bool:
+    """Re-read *path* and swap its policies in; an invalid file keeps the old ones."""
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        log.error("reload failed, keeping the current policies: {error}", error=str(e))
+        return False
+    root.reload_policies(config)
+    root.config = config
+    return True
 
 
 def _node_service(
-    ss: SourceSinkConfig, reactor, limits: StompLimits
+    ss: SourceSinkConfig,
+    reactor,
+    limits: StompLimits,
+    *,
+    policy: PolicyRef | None = None,
 ) -> tuple[Node, MultiService, Sink | None]:
     node = Node(
         ss.clustername,
@@ -94,13 +173,15 @@ def _node_service(
             reactor,
             connect_timeout=timeout,
             resolver=system_resolver(reactor),
+            policy=policy,
+            address_resolver=system_address_resolver(reactor),
         )
     else:
         sink = None
     if ss.is_source:
         open_timeout = 3 * ss.connect_timeout
         if ss.proxy is not None:
-            settings = ProxySettings.from_config(ss.peernode, ss.proxy, open_timeout)
+            settings = ProxySettings.from_config(ss.peernode, ss.proxy, open_timeout, policy)
             factory = ProxyFactory(node, settings, reactor)
         else:
             factory = FixedForwardFactory(
@@ -110,6 +191,7 @@ def _node_service(
                 ss.fixed_port,
                 kind=ss.fixed_type,
                 open_timeout=open_timeout,
+                policy=policy,
             )
         listener = strports.service(ss.serverport, factory, reactor=reactor)
         listener.setName("listener")
@@ -120,6 +202,7 @@ def _node_service(
 def build_service(config: Config, reactor) -> SocketeerService:
     """Compose broker, channels, sources and sinks into one MultiService."""
     root = SocketeerService()
+    root.config = config
     limits = StompLimits(max_body=config.broker.max_frame_size)
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)
@@ -134,7 +217,8 @@ def build_service(config: Config, reactor) -> SocketeerService:
         broker.setName("broker")
         broker.setServiceParent(root)
     for ss in config.sourcesinks:
-        node, svc, sink = _node_service(ss, reactor, limits)
+        policy = root.policies[ss.id] = PolicyRef(ss.policy)
+        node, svc, sink = _node_service(ss, reactor, limits, policy=policy)
         root.nodes[ss.id] = node
         if sink is not None:
             root.sinks[ss.id] = sink
@@ -156,4 +240,10 @@ def makeService(options: Options) -> IService:
 
     root = build_service(options["parsed"], reactor)
     add_readiness(root)  # systemd Type=notify: READY=1 once every node is connected
+    path = os.path.abspath(options["config"])
+
+    def hangup(signum, frame) -> None:  # twistd daemons reload on SIGHUP
+        reactor.callFromThread(reload_policies, root, path)
+
+    signal.signal(signal.SIGHUP, hangup)
     return root
