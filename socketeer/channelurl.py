@@ -221,7 +221,7 @@ class ChannelSpec:
 
 
 def _allowed_schemes() -> str:
-    return ", ".join(sorted(SCHEMES))
+    return ", ".join(SCHEMES)  # registration order: plain stomp first
 
 
 def parse_channel_url(text: str) -> ChannelSpec:
@@ -294,7 +294,9 @@ def _parse_single(text: str) -> ChannelSpec:
         userinfo = url.userinfo
         fragment = url.fragment
     except (ValueError, UnicodeError) as e:
-        raise ChannelURLError(f"malformed channel URL: {e}") from None
+        # hyperlink quotes the whole URL, password and all: never echo it.
+        problem = str(e).replace(repr(raw), "the URL").replace(raw, "the URL")
+        raise ChannelURLError(f"malformed channel URL: {problem}") from None
 
     if not scheme_name:
         raise ChannelURLError(f"channel has no scheme; allowed schemes: {_allowed_schemes()}")
@@ -315,7 +317,9 @@ def _parse_single(text: str) -> ChannelSpec:
     if not 1 <= port <= 65535:
         raise ChannelURLError(f"invalid channel port {port}; allowed: 1..65535")
     if fragment:
-        raise ChannelURLError(f"channel must not have a fragment (#{fragment})")
+        raise ChannelURLError(
+            "channel must not have a fragment ('#'; in a password or codekey write it as %23)"
+        )
 
     segments = [s for s in path if s]
     if len(segments) > 1:

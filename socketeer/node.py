@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -30,6 +31,9 @@ from socketeer.wire.envelope import (
     encode_send,
     from_frame,
 )
+
+if TYPE_CHECKING:
+    from socketeer.seal import Sealer
 
 #: How many ended streams a node remembers, to refuse their retransmitted OPENs.
 RECENTLY_CLOSED = 4096
@@ -76,6 +80,7 @@ class Node:
         incarnation: str | None = None,
         grace: float = 60.0,
         ping_interval: float = 5.0,
+        sealer: Sealer | None = None,
     ) -> None:
         self.cluster = check_name(cluster, "cluster name")
         self.name = check_name(name, "node name")
@@ -83,6 +88,8 @@ class Node:
         self.clock = clock
         self.window = window
         self.incarnation = incarnation or os.urandom(6).hex()
+        #: With a codekey: seals what we send, opens (or refuses) what we receive.
+        self.sealer = sealer
         self.streams: dict[tuple[str, str], Stream] = {}
         self.open_handler: Callable[[Envelope], None] | None = None
         self.stats: Counter[str] = Counter()
@@ -153,7 +160,8 @@ class Node:
             self.incarnation,
             body,
         )
-        link.send_bytes(encode_send(self.topic, env))
+        sealer = self.sealer
+        link.send_bytes(encode_send(self.topic, env) if sealer is None else sealer.seal(env))
         self.stats["messages-out"] += 1
         if logs.trace:
             self.log.debug(
@@ -378,8 +386,11 @@ class Node:
         """A MESSAGE from our destinations. Anything malformed is counted and dropped."""
         self.stats["messages-in"] += 1
         try:
-            env = from_frame(frame)
+            sealer = self.sealer
+            env = from_frame(frame) if sealer is None else sealer.open(frame, self.clock.seconds())
         except EnvelopeError as e:
+            if sealer is not None and sealer.rejected(e, self.stats, self.clock.seconds()):
+                return  # counted and logged (rate-limited) by the sealer
             self.stats["malformed"] += 1
             if self.stats["malformed"] <= 10 or self.stats["malformed"] % 1000 == 0:
                 self.log.warn(
