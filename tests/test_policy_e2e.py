@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
@@ -25,6 +25,7 @@ from twisted.web.server import Site
 from socketeer.auth import Authenticator
 from socketeer.channelurl import Secret
 from socketeer.config import parse_config
+from socketeer.frontend import ProxyFactory, ProxySettings
 from socketeer.policy import PolicyRef
 from socketeer.sink import system_address_resolver
 from socketeer.source import FixedForwardFactory
@@ -187,6 +188,39 @@ async def test_denied_client_gets_its_protocols_refusal(relay, logged):
     assert relay.source_node.stats["denied:accesslist"] == 5
     refusals = [ln for ln in logged if "is not in accesslist lan" in ln]
     assert len(refusals) == 5, refusals
+
+
+@pytest.mark.parametrize(
+    ("interface", "client", "lists", "admitted"),
+    [
+        ("::1", "::1", "127.0.0.1", True),  # loopback is one place
+        ("::1", "::1", "::1/128", True),
+        ("::1", "::1", "10.0.0.0/8, 2001:db8::/32", False),
+        ("::ffff:127.0.0.1", "127.0.0.1", "127.0.0.0/8", True),  # peer ::ffff:127.0.0.1
+        ("::ffff:127.0.0.1", "127.0.0.1", "::ffff:127.0.0.1", True),
+        ("::ffff:127.0.0.1", "127.0.0.1", "10.0.0.0/8", False),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_access_list_sees_ipv6_and_mapped_peers(relay, interface, client, lists, admitted):
+    _, web = await target(relay)
+    ref = policy(f"socketeer.sourcesink.so.accesslist=a\nsocketeer.accesslist.a.host={lists}\n")
+    factory = ProxyFactory(relay.source_node, ProxySettings("si", policy=ref), reactor)
+    escaped = interface.replace(":", "\\:")
+    port = await within(serverFromString(reactor, f"tcp6:0:interface={escaped}").listen(factory))
+    relay.ports.append(port)
+    kind = TCP6ClientEndpoint if ":" in client else TCP4ClientEndpoint
+    collector = Collector()
+    endpoint = kind(reactor, client, port.getHost().port)
+    await within(endpoint.connect(protocol.Factory.forProtocol(lambda: collector)))
+    collector.transport.write(b"\x05\x01\x00" + socks5_connect("127.0.0.1", web))
+    if admitted:
+        collector.transport.write(b"GET / HTTP/1.0\r\n\r\n")
+    answer = await within(collector.eof)
+    collector.transport.loseConnection()
+    assert answer[2:4] == (b"\x05\x00" if admitted else b"\x05\x02")
+    assert answer.endswith(HELLO) is admitted
+    assert relay.source_node.stats["denied:accesslist"] == (0 if admitted else 1)
 
 
 @pytest_twisted.ensureDeferred
