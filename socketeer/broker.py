@@ -32,7 +32,6 @@ we cannot see its heart-beats, so its receive deadline is suspended.
 from __future__ import annotations
 
 import enum
-import hmac
 import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +47,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketeer import __version__
+from socketeer.brokerauth import BrokerAuth
 from socketeer.router import Delivery, DuplicateSubscription, Router
 from socketeer.wire.stompframing import (
     StompFrame,
@@ -89,7 +89,7 @@ class _State(enum.Enum):
 
 @dataclass(frozen=True)
 class _Settings:
-    users: Mapping[str, str]
+    auth: BrokerAuth
     limits: StompLimits
     heartbeat_ms: tuple[int, int]
     connect_timeout: float
@@ -310,16 +310,15 @@ class BrokerProtocol(protocol.Protocol):
         )
 
     def _authenticate(self, login: str | None, passcode: str | None) -> bool:
-        users = self._settings.users
-        if not users:
-            return True
-        expected = users.get(login) if login is not None else None
-        # Compare even when the login is unknown, so timing says nothing about it.
-        same = hmac.compare_digest(
-            (passcode or "").encode("utf-8"),
-            (expected if expected is not None else "\0no such user").encode("utf-8"),
-        )
-        return same and expected is not None and passcode is not None
+        # Constant-time, and an unknown login costs as much as a known one (brokerauth).
+        return self._settings.auth.check(login, passcode)
+
+    def _denied(self, command: str, destination: str, headers: dict[str, str]) -> bool:
+        """ERROR and close if this login may not use ``destination`` (per-user prefixes)."""
+        if self._settings.auth.allowed(self.login, destination):
+            return False
+        self._fail(f"{command} to {destination} is not allowed for login {self.login!r}", headers)
+        return True
 
     @staticmethod
     def _parse_heartbeat(value: str | None) -> tuple[int, int]:
@@ -334,6 +333,8 @@ class BrokerProtocol(protocol.Protocol):
         destination = headers.get(StompSpec.DESTINATION_HEADER)
         if not destination:
             self._fail("SEND frame has no destination header", headers)
+            return
+        if self._denied("SEND", destination, headers):
             return
         if StompSpec.TRANSACTION_HEADER in headers:
             self._fail("transactions are not supported", headers)
@@ -353,6 +354,8 @@ class BrokerProtocol(protocol.Protocol):
         destination = headers.get(StompSpec.DESTINATION_HEADER)
         if not destination:
             self._fail("SUBSCRIBE frame has no destination header", headers)
+            return
+        if self._denied("SUBSCRIBE", destination, headers):
             return
         sid = headers.get(StompSpec.ID_HEADER)
         if sid is None:
@@ -586,11 +589,12 @@ class BrokerFactory(protocol.Factory):
         congestion_timeout: float = 60.0,
         close_timeout: float = 5.0,
         max_subscriptions: int = 1024,
+        destinations: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.router = router
         self._clock = clock
         self._settings = _Settings(
-            users=dict(users or {}),
+            auth=BrokerAuth(users, destinations),
             limits=limits,
             heartbeat_ms=heartbeat_ms,
             connect_timeout=connect_timeout,

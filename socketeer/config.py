@@ -33,10 +33,14 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import javaproperties
+
+if TYPE_CHECKING:
+    from socketeer.security import BrokerTLSConfig
 
 from socketeer.channelurl import ChannelSpec, ChannelURLError, Secret, parse_channel_url
 from socketeer.opsconfig import STATUS_KEYS, StatusConfig, is_status_user_key, status_config
@@ -75,7 +79,27 @@ K_ENABLED = GENERAL + "messagingserverenabled"
 K_PORT = GENERAL + "messagingserverport"
 K_INTERFACE = GENERAL + "messagingserverinterface"
 K_MAXFRAME = GENERAL + "messagingservermaxframesize"
-GENERAL_KEYS = (K_ENABLED, K_PORT, K_INTERFACE, K_MAXFRAME)
+# Security (socketeer/security.py): the broker's TLS listener, per-login destinations,
+# requireencryption and the sealed-message age window.
+K_SSLPORT = GENERAL + "messagingserversslport"
+K_SSLCERT = GENERAL + "messagingserversslcert"
+K_SSLKEY = GENERAL + "messagingserversslkey"
+K_SSLCLIENTCA = GENERAL + "messagingserversslclientca"
+K_REQUIRE_ENCRYPTION = GENERAL + "requireencryption"
+K_SEAL_MAX_AGE = GENERAL + "sealmaxage"
+USER_DEST_PREFIX = GENERAL + "messagingserveruserdestinations."
+GENERAL_KEYS = (
+    K_ENABLED,
+    K_PORT,
+    K_INTERFACE,
+    K_MAXFRAME,
+    K_SSLPORT,
+    K_SSLCERT,
+    K_SSLKEY,
+    K_SSLCLIENTCA,
+    K_REQUIRE_ENCRYPTION,
+    K_SEAL_MAX_AGE,
+)
 GENERAL_KEYS += STATUS_KEYS  # the status server (socketeer/opsconfig.py)
 
 SOURCESINK_KEYS = (
@@ -185,9 +209,14 @@ class BrokerConfig:
     """The in-process STOMP broker; ``users`` empty means any login is accepted."""
 
     enabled: bool
-    listen: str
+    listen: str | None  # None: messagingserverport=none (TLS listener only)
     max_frame_size: int
     users: Mapping[str, Secret]
+    tls: BrokerTLSConfig | None = None
+    #: login -> the destination prefixes it may use (absent: all destinations).
+    destinations: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 @dataclass(frozen=True)
@@ -225,6 +254,8 @@ class Config:
     broker: BrokerConfig
     sourcesinks: tuple[SourceSinkConfig, ...]
     warnings: tuple[str, ...]
+    require_encryption: bool = False  # refuse a channel with neither TLS nor codekey
+    seal_max_age: float = 300.0  # seconds; sealed messages older (or newer) are dropped
     status: StatusConfig | None = None  # the status server (/metrics, /status); None: off
 
 
@@ -333,8 +364,12 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         if key in GENERAL_KEYS:
             continue
         if key.startswith(USER_PREFIX) and len(key) > len(USER_PREFIX):
-            users[key[len(USER_PREFIX) :]] = Secret(entry.value.strip())
+            from socketeer.security import broker_passcode
+
+            users[key[len(USER_PREFIX) :]] = broker_passcode(props, key)
             continue
+        if key.startswith(USER_DEST_PREFIX) and len(key) > len(USER_DEST_PREFIX):
+            continue  # checked with the broker (socketeer/security.py)
         if is_status_user_key(key):
             continue  # checked with the status server (socketeer/opsconfig.py)
         if _auth_entry(props, key) is not None or _policy_entry(props, key) is not None:
@@ -357,7 +392,10 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             "nothing to run: no sourcesink is configured and the broker is disabled",
             allowed=f"set {K_ENABLED}=true or configure a {SOURCESINK}<id>.*",
         )
-    return Config(path, broker, sourcesinks, tuple(warnings), status=status)
+    from socketeer.security import general_security
+
+    security = general_security(props, sourcesinks)
+    return Config(path, broker, sourcesinks, tuple(warnings), **security, status=status)
 
 
 def _read_entries(text: str, path: str, warnings: list[str]) -> dict[str, _Entry]:
@@ -402,6 +440,7 @@ def _auth_entry(props: _Props, key: str) -> tuple[str, str] | None:
 def _auth_users(props: _Props, profile_key: str) -> Mapping[str, Secret] | None:
     """The users of the authorisation profile(s) named by *profile_key* (comma-separated)."""
     from socketeer.auth import BadPasswordHash, parse_stored
+    from socketeer.security import secret_value
 
     names = props.get(profile_key)
     if names is None:
@@ -414,11 +453,12 @@ def _auth_users(props: _Props, profile_key: str) -> Mapping[str, Secret] | None:
             if parsed is None or parsed[0] != profile:
                 continue
             found = True
+            value = secret_value(props, entry.key, entry.value, "password")
             try:
-                parse_stored(entry.value)
+                parse_stored(value)
             except BadPasswordHash as e:
                 raise props.error(entry.key, "malformed password hash", str(e)) from None
-            users[parsed[1]] = Secret(entry.value)
+            users[parsed[1]] = Secret(value)
         if not found:
             raise props.error(
                 profile_key,
@@ -695,9 +735,11 @@ def _broker(props: _Props, users: Mapping[str, Secret], warnings: list[str]) -> 
     port = props.get(K_PORT)
     if port is None:
         listen = _bare_port_endpoint(DEFAULT_BROKER_PORT, interface)
+    elif port.lower() == "none":
+        listen = None  # only the TLS listener (socketeer/security.py checks there is one)
     else:
         listen = _listen_endpoint(props, K_PORT, interface, K_INTERFACE, warnings)
-    return BrokerConfig(
+    broker = BrokerConfig(
         enabled=props.boolean(K_ENABLED, False),
         listen=listen,
         max_frame_size=props.integer(
@@ -705,6 +747,9 @@ def _broker(props: _Props, users: Mapping[str, Secret], warnings: list[str]) -> 
         ),
         users=MappingProxyType(dict(users)),
     )
+    from socketeer.security import broker_security
+
+    return broker_security(props, broker, interface, warnings)
 
 
 def _sourcesink(props: _Props, sid: str, warnings: list[str]) -> SourceSinkConfig:
@@ -720,6 +765,9 @@ def _sourcesink(props: _Props, sid: str, warnings: list[str]) -> SourceSinkConfi
         channel = parse_channel_url(channel_text)
     except ChannelURLError as e:
         raise props.error(k("channel"), f"invalid channel: {e}", channel_allowed) from None
+    from socketeer.security import channel_security
+
+    channel = channel_security(props, k("channel"), channel)  # secret references, TLS files
 
     serverport = None
     if props.get(k("serverport")) is not None:
@@ -956,9 +1004,12 @@ def _check_unique(
     nodes: dict[tuple[str, str], str] = {}
     listeners: list[tuple[tuple[str, int | str, str], str]] = []
     if broker.enabled:
-        key = _listen_key(broker.listen)
+        key = _listen_key(broker.listen) if broker.listen is not None else None
         if key is not None:
             listeners.append((key, K_PORT))
+        key = _listen_key(broker.tls.listen) if broker.tls is not None else None
+        if key is not None:
+            listeners.append((key, K_SSLPORT))
     for ss in sourcesinks:
         node = (ss.clustername, ss.nodename)
         if node in nodes:

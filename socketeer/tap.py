@@ -25,8 +25,11 @@ from socketeer.node import Node
 from socketeer.operations import add_operations, add_readiness
 from socketeer.policy import EMPTY_POLICY, PolicyRef
 from socketeer.router import Router
+from socketeer.seal import Sealer, sealer_for
+from socketeer.security import channel_is_protected
 from socketeer.sink import Sink, system_address_resolver, system_resolver
 from socketeer.source import FixedForwardFactory
+from socketeer.tls import broker_tls_service
 from socketeer.wire.stompframing import StompLimits
 
 log = Logger(namespace="socketeer.tap")
@@ -144,6 +147,7 @@ def _node_service(
     ss: SourceSinkConfig,
     reactor,
     limits: StompLimits,
+    sealer: Sealer | None = None,
     *,
     policy: PolicyRef | None = None,
 ) -> tuple[Node, MultiService, Sink | None]:
@@ -155,6 +159,7 @@ def _node_service(
         window=ss.window,
         grace=ss.grace_period,
         ping_interval=ss.ping_interval,
+        sealer=sealer,
     )
     svc = MultiService()
     svc.setName(f"sourcesink-{ss.id}")
@@ -212,25 +217,32 @@ def build_service(config: Config, reactor) -> SocketeerService:
             reactor,
             users={k: v.value for k, v in config.broker.users.items()},
             limits=limits,
+            destinations=config.broker.destinations,
         )
-        broker = broker_service(config.broker.listen, factory, reactor)
-        broker.setName("broker")
-        broker.setServiceParent(root)
+        if config.broker.listen is not None:  # messagingserverport=none: TLS only
+            broker = broker_service(config.broker.listen, factory, reactor)
+            broker.setName("broker")
+            broker.setServiceParent(root)
+        if config.broker.tls is not None:  # the same broker (one router) behind TLS
+            broker = broker_tls_service(config.broker.tls, factory, reactor)
+            broker.setName("broker-tls")
+            broker.setServiceParent(root)
     for ss in config.sourcesinks:
+        sealer = sealer_for(ss.channel, ss.clustername, config.seal_max_age)
         policy = root.policies[ss.id] = PolicyRef(ss.policy)
-        node, svc, sink = _node_service(ss, reactor, limits, policy=policy)
+        node, svc, sink = _node_service(ss, reactor, limits, sealer, policy=policy)
         root.nodes[ss.id] = node
         if sink is not None:
             root.sinks[ss.id] = sink
         svc.setServiceParent(root)
-        # Neither TLS nor codekey sealing exists yet (a later release): say so plainly.
-        log.warn(
-            "sourcesink {id}: the channel to {url} is not encrypted: the broker and anyone on "
-            "the path can read the relayed bytes{note}",
-            id=ss.id,
-            url=ss.channel.redacted(),
-            note=" (codekey is accepted but not applied yet)" if ss.channel.codekey else "",
-        )
+        if not channel_is_protected(ss.channel):  # neither TLS nor a codekey: say so plainly
+            log.warn(
+                "sourcesink {id}: the channel to {url} is not encrypted: the broker and anyone "
+                "on the path can read the relayed bytes (use stomp+ssl:// and/or a codekey; "
+                "socketeer.general.requireencryption=true refuses this)",
+                id=ss.id,
+                url=ss.channel.redacted(),
+            )
     add_operations(root, config, reactor)  # the status server, when enabled
     return root
 

@@ -84,6 +84,14 @@ def _short(data: bytes | str, limit: int = 40) -> str:
     return text + ("..." if len(data) > limit else "")
 
 
+def _header_shown(line: bytes | str) -> str:
+    """A bad header line for an error message, with a passcode's value never shown."""
+    head = line[:8].lower()
+    if head in (b"passcode", "passcode"):
+        return "'passcode:***'"
+    return _short(line)
+
+
 class StompFrameParser:
     """I turn a byte stream into stompest frames and heart-beats, within limits.
 
@@ -269,10 +277,10 @@ class StompFrameParser:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            raise StompProtocolError(f"header is not valid UTF-8: {_short(line)}") from None
+            raise StompProtocolError(f"header is not valid UTF-8: {_header_shown(line)}") from None
         name, sep, value = text.partition(":")
         if not sep:
-            raise StompProtocolError(f"header line without ':': {_short(text)}")
+            raise StompProtocolError(f"header line without ':': {_header_shown(text)}")
         if not name:
             raise StompProtocolError(f"header with an empty name: {_short(text)}")
         assert self._command is not None
@@ -285,7 +293,7 @@ class StompFrameParser:
                 value = ":".join(decode(part) for part in value.split(":"))
             except StompFrameError:
                 raise StompProtocolError(
-                    f"undefined escape sequence in header {_short(text)}"
+                    f"undefined escape sequence in header {_header_shown(text)}"
                 ) from None
         if name == _CONTENT_LENGTH and not any(h == _CONTENT_LENGTH for h, _ in self._headers):
             if not (value.isascii() and value.isdigit()):
