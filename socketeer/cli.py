@@ -432,14 +432,24 @@ async def run_connect(reactor: Any, args: argparse.Namespace, err: IO[str]) -> i
 
     config = load_config(args.config)
     ss = _pick_sourcesink(config, args.via)
+    # The source's own lists, as for a client of its listener (a local one).
+    host, port = args.host, args.port
+    for decision in (
+        ss.policy.admit("localhost"),
+        ss.policy.evaluate(host, port, cluster=ss.clustername, node=ss.peernode),
+    ):
+        if not decision.allowed:
+            print(f"socketeer connect: {host}:{port}: {decision.rule_text}", file=err)
+            return 1
+    host, port = decision.target_host, decision.target_port
     node_name = args.node or f"{ss.nodename}-{os.urandom(3).hex()}"
     root = build_service(connect_config(config, ss, node_name), reactor)
     node = root.nodes[ss.id]
     root.startService()
     stream = node.open_stream(
         ss.peernode,
-        args.host,
-        args.port,
+        host,
+        port,
         client="stdio",
         timeout=args.timeout or 3 * ss.connect_timeout,
     )

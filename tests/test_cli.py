@@ -365,6 +365,33 @@ async def test_connect_failure_is_one_line_and_status_1(relay, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_connect_applies_the_sources_lists(relay, tmp_path):
+    ports: list = []
+    echo = await echo_server(ports)
+    cfg = connect_config(tmp_path, relay)
+    with cfg.open("a") as f:
+        f.write(
+            "socketeer.sourcesink.cli.blacklist=lab\n"
+            "socketeer.blacklist.lab.host=10.9.9.9\n"
+            "socketeer.sourcesink.cli.maplist=db\n"
+            "socketeer.maplist.db.orghost=db.example\n"
+            "socketeer.maplist.db.orgport=5432\n"
+            "socketeer.maplist.db.maphost=127.0.0.1\n"
+            f"socketeer.maplist.db.mapport={echo}\n"
+        )
+    try:
+        out, err, code = await run("connect", "-c", str(cfg), "db.example", "5432", stdin=b"sql")
+        assert (out, code) == (b"sql", 0), err
+        out, err, code = await run("connect", "-c", str(cfg), "10.9.9.9", "22")
+        assert code == 1 and out == b""
+        assert err.decode().startswith("socketeer connect: 10.9.9.9:22: ")
+        assert "blacklist" in err.decode()
+    finally:
+        for p in ports:
+            await p.stopListening()
+
+
+@pytest_twisted.ensureDeferred
 async def test_connect_via_and_config_errors(relay, tmp_path):
     cfg = connect_config(tmp_path, relay)
     out, err, code = await run("connect", "-c", str(cfg), "--via", "nope", "h", "1")
