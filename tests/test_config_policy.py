@@ -352,3 +352,23 @@ def test_policy_keys_raise_only_config_error(extra: str) -> None:
         parse(extra + "\n")
     except ConfigError as e:
         assert str(e).startswith(PATH)
+
+
+def test_the_readme_example_parses() -> None:
+    readme = (ETC.parent / "README.rst").read_text(encoding="utf-8")
+    section = readme[readme.index("\nPolicy\n======\n") :]
+    example = section[
+        section.index("::\n\n") + 4 : section.index("\n\n", section.index("::\n\n") + 4)
+    ]
+    lines = [ln.strip() for ln in example.splitlines()]
+    assert all(ln.startswith("socketeer.") for ln in lines)
+    config = parse("\n".join(lines) + "\n")
+    assert config.warnings == ()
+    policy = config.sourcesinks[1].policy
+    assert [r.id for r in policy.blacklist] == [
+        "blacklist.0",
+        "blacklist.internal.lan",
+        "blacklist.internal.ssh",
+    ]
+    assert policy.evaluate("git.corp.example.com", 2222).rule == "blacklist.internal.ssh"
+    assert policy.evaluate("git.corp.example.com", 443).allowed

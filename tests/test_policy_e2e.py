@@ -311,7 +311,7 @@ async def test_whitelisted_target_allowed_and_nothing_else(relay):
 
 @needs_curl
 @pytest_twisted.ensureDeferred
-async def test_maplist_redirect_is_observed_on_the_target(relay):
+async def test_maplist_redirect_is_observed_on_the_target(relay, logged):
     recorder, web = await target(relay)
     ref = policy(
         "socketeer.sourcesink.so.maplist=m\n"
@@ -336,6 +336,9 @@ async def test_maplist_redirect_is_observed_on_the_target(relay):
         (b"www.example.invalid", b"/socks"),
         (b"fixed.example", b"/fixed"),
     ]
+    rewrites = [ln for ln in logged if f"www.example.invalid:80 mapped to 127.0.0.1:{web}" in ln]
+    assert len(rewrites) == 3  # logged (at debug level) once per stream
+    assert all("by maplist.m (orghost=www.example.invalid orgport=80" in ln for ln in rewrites)
 
 
 @needs_curl
