@@ -13,7 +13,8 @@ starts only a node (no broker, no listener) for the configuration's first source
 sourcesink named by ``--via``), opens one stream to ``HOST:PORT`` through that source's
 ``peernode`` and relays it on standard input and output. The node is named
 ``<nodename>-<random>`` (or ``--node``), so it can run next to the daemon that uses the
-same file. Its log goes to standard error (errors only, unless ``-v``).
+same file. The source's lists apply as to a local client of its listener. Its log goes to
+standard error (errors only, unless ``-v``).
 """
 
 from __future__ import annotations
