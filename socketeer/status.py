@@ -261,7 +261,9 @@ def render_html(snap: Mapping[str, Any]) -> str:
                         (
                             p["node"],
                             human_seconds(p["last_heard"]) + " ago",
-                            "-" if p["last_pong"] is None else human_seconds(p["last_pong"]),
+                            "-"
+                            if p["last_pong"] is None
+                            else human_seconds(p["last_pong"]) + " ago",
                             human_seconds(p["rtt"]),
                         )
                         for p in n["peers"]
