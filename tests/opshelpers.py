@@ -54,6 +54,28 @@ async def echo_server(ports: list) -> int:
     return port.getHost().port
 
 
+def relay_config(broker: int, status: int, forward: int, echo: int, extra: str = "") -> str:
+    """Broker, status server, sink ``si`` and fixed forward ``so`` to *echo*; *extra* lines."""
+    return f"""
+socketeer.general.messagingserverenabled=true
+socketeer.general.messagingserverport={broker}
+socketeer.general.statusserverenabled=true
+socketeer.general.statusserverport={status}
+{extra}
+socketeer.sourcesink.si.clustername=c
+socketeer.sourcesink.si.nodename=si
+socketeer.sourcesink.si.channel=stomp://127.0.0.1:{broker}/t
+socketeer.sourcesink.si.isSpawningAndResolvingSink=true
+socketeer.sourcesink.so.clustername=c
+socketeer.sourcesink.so.nodename=so
+socketeer.sourcesink.so.channel=stomp://127.0.0.1:{broker}/t
+socketeer.sourcesink.so.serverport={forward}
+socketeer.sourcesink.so.peernode=si
+socketeer.sourcesink.so.fixedHost=127.0.0.1
+socketeer.sourcesink.so.fixedPort={echo}
+"""
+
+
 async def start_service(text: str, path: str = "<test>") -> SocketeerService:
     """Build and start what *text* configures; wait until every node is on its channel."""
     root = build_service(parse_config(text, path), reactor)

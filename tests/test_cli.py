@@ -19,7 +19,7 @@ from zope.interface import implementer
 from socketeer.auth import verify
 from socketeer.cli import main, render_status
 
-from opshelpers import echo_server, free_port, start_service, until
+from opshelpers import echo_server, free_port, relay_config, start_service, until
 from relayhelpers import Relay, connect, listen
 from twistdproc import ROOT, child_env
 
@@ -168,33 +168,12 @@ async def test_console_script_genkey_and_hash_password():
 # -- status --------------------------------------------------------------------------------
 
 
-def status_config(broker: int, status: int, forward: int, echo: int, users: str = "") -> str:
-    return f"""
-socketeer.general.messagingserverenabled=true
-socketeer.general.messagingserverport={broker}
-socketeer.general.statusserverenabled=true
-socketeer.general.statusserverport={status}
-{users}
-socketeer.sourcesink.si.clustername=c
-socketeer.sourcesink.si.nodename=si
-socketeer.sourcesink.si.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.si.isSpawningAndResolvingSink=true
-socketeer.sourcesink.so.clustername=c
-socketeer.sourcesink.so.nodename=so
-socketeer.sourcesink.so.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.so.serverport={forward}
-socketeer.sourcesink.so.peernode=si
-socketeer.sourcesink.so.fixedHost=127.0.0.1
-socketeer.sourcesink.so.fixedPort={echo}
-"""
-
-
 @pytest_twisted.ensureDeferred
 async def test_status_command_shows_nodes_peers_and_streams(tmp_path):
     ports: list = []
     echo = await echo_server(ports)
     broker, status, forward = free_port(), free_port(), free_port()
-    text = status_config(broker, status, forward, echo, "socketeer.general.statusserveruser.ops=pw")
+    text = relay_config(broker, status, forward, echo, "socketeer.general.statusserveruser.ops=pw")
     cfg = tmp_path / "site.properties"
     cfg.write_text(text)
     root = await start_service(text, str(cfg))

@@ -15,29 +15,8 @@ from twisted.internet.endpoints import serverFromString
 from socketeer.auth import hash_password
 from socketeer.config import ConfigError, parse_config
 
-from opshelpers import echo_server, free_port, http_get, start_service, until
+from opshelpers import echo_server, free_port, http_get, relay_config, start_service, until
 from relayhelpers import connect
-
-
-def relay_config(broker: int, status: int, forward: int, echo: int, extra: str = "") -> str:
-    return f"""
-socketeer.general.messagingserverenabled=true
-socketeer.general.messagingserverport={broker}
-socketeer.general.statusserverenabled=true
-socketeer.general.statusserverport={status}
-{extra}
-socketeer.sourcesink.si.clustername=c
-socketeer.sourcesink.si.nodename=si
-socketeer.sourcesink.si.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.si.isSpawningAndResolvingSink=true
-socketeer.sourcesink.so.clustername=c
-socketeer.sourcesink.so.nodename=so
-socketeer.sourcesink.so.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.so.serverport={forward}
-socketeer.sourcesink.so.peernode=si
-socketeer.sourcesink.so.fixedHost=127.0.0.1
-socketeer.sourcesink.so.fixedPort={echo}
-"""
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
