@@ -70,3 +70,11 @@ def classify_connect_failure(failure: Failure) -> OpenFailure:
     if code == errno.ETIMEDOUT:
         return OpenFailure.TIMEOUT
     return OpenFailure.ERROR
+
+
+def describe_peer(address: object) -> str:
+    """``host:port`` of a client address for logs; a unix socket has no host or port."""
+    host = getattr(address, "host", None)
+    if host is None:
+        return f"unix:{getattr(address, 'name', '') or '?'}"
+    return f"{host}:{getattr(address, 'port', '')}"

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from socketeer.auth import Authenticator
 from socketeer.config import ProxyConfig
-from socketeer.errors import SOCKS5_REPLY, OpenFailure
+from socketeer.errors import SOCKS5_REPLY, OpenFailure, describe_peer
 from socketeer.node import Node, ResolveError
 from socketeer.policy import Decision, PolicyRef, client_host
 from socketeer.source import denied_stream
@@ -119,7 +119,7 @@ class ProxyProtocol(Protocol):
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
-        self.client = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        self.client = describe_peer(peer)
         if self.settings.policy is not None:
             self._admission = self.settings.policy.policy.admit(client_host(peer))
         self.set_timer(self.settings.handshake_timeout, self._handshake_timed_out)

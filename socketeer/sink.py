@@ -138,7 +138,6 @@ class Sink:
         try:
             endpoint = self.endpoint_for(host, port)
         except ValueError as e:
-            self.node.stream_done(stream)
             self._refuse(stream, OpenFailure.NAME_NOT_FOUND, str(e))
             return
         factory = Factory.forProtocol(

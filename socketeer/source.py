@@ -12,7 +12,7 @@ from collections.abc import Callable
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from socketeer.errors import OpenFailure
+from socketeer.errors import OpenFailure, describe_peer
 from socketeer.node import Node
 from socketeer.policy import Decision, PolicyRef, client_host
 from socketeer.stream import Stream, StreamProtocol
@@ -75,8 +75,7 @@ class FixedForwardFactory(Factory):
         return StreamProtocol(self._open)
 
     def _open(self, proto: StreamProtocol) -> Stream | None:
-        peer = proto.transport.getPeer()
-        client = f"{peer.host}:{peer.port}"
+        client = describe_peer(proto.transport.getPeer())
         host, port = self.host, self.port
         if self.policy is not None:
             decision = self.policy.policy.evaluate(

@@ -17,6 +17,8 @@ from socketeer.node import Node
 from socketeer.router import Router
 from socketeer.sink import Sink, system_resolver
 from socketeer.source import FixedForwardFactory
+from socketeer.wire.envelope import Envelope, MsgType, from_frame
+from socketeer.wire.stompframing import StompFrameParser
 
 
 @implementer(IHalfCloseableProtocol)
@@ -213,3 +215,18 @@ class Echo(protocol.Protocol):
 
     def writeConnectionLost(self) -> None:
         pass
+
+
+class Link:
+    """Records what the node sends, decoded back into envelopes."""
+
+    def __init__(self) -> None:
+        self.parser = StompFrameParser("1.2", server=True)
+        self.sent: list[Envelope] = []
+
+    def send_bytes(self, data: bytes) -> None:
+        for frame in self.parser.feed(data):
+            self.sent.append(from_frame(frame))
+
+    def kinds(self) -> list[MsgType]:
+        return [e.type for e in self.sent]

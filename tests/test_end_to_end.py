@@ -194,3 +194,25 @@ async def test_slow_reader_pauses_the_far_writer(relay, monkeypatch):
     client.transport.loseConnection()
     assert sha256(data) == sha256(payload)
     assert max(outstanding) <= relay.sink_node.window + 64 * 1024
+
+
+@pytest_twisted.ensureDeferred
+async def test_fixed_forward_on_a_unix_socket(relay, tmp_path):
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
+
+    from socketeer.source import FixedForwardFactory
+
+    target = await listen(protocol.Factory.forProtocol(Echo), relay.ports)
+    path = tmp_path / "forward.sock"
+    factory = FixedForwardFactory(relay.source_node, "si", "127.0.0.1", target, open_timeout=30)
+    port = await serverFromString(reactor, f"unix:{path}").listen(factory)
+    relay.ports.append(port)
+    client = Collector()
+    await UNIXClientEndpoint(reactor, str(path)).connect(
+        protocol.Factory.forProtocol(lambda: client)
+    )
+    client.transport.write(b"over a unix socket")
+    client.transport.loseWriteConnection()
+    assert await with_timeout(client.lost) == b"over a unix socket"
+    assert relay.source_node.stats["streams-opened"] == 1

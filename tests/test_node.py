@@ -8,24 +8,8 @@ from twisted.internet.testing import StringTransport
 from socketeer.node import Node
 from socketeer.stream import Phase
 from socketeer.wire.envelope import Envelope, MsgType, encode_params
-from socketeer.wire.stompframing import StompFrameParser
 
-
-class Link:
-    """Records what the node sends, decoded back into envelopes."""
-
-    def __init__(self) -> None:
-        self.parser = StompFrameParser("1.2", server=True)
-        self.sent: list[Envelope] = []
-
-    def send_bytes(self, data: bytes) -> None:
-        from socketeer.wire.envelope import from_frame
-
-        for frame in self.parser.feed(data):
-            self.sent.append(from_frame(frame))
-
-    def kinds(self) -> list[MsgType]:
-        return [e.type for e in self.sent]
+from relayhelpers import Link
 
 
 def make_node(**kw) -> tuple[Node, Clock, Link]:
