@@ -373,14 +373,22 @@ class Pproxy(Peer):
 class Socketeer(Peer):
     """Socketeer's proxy port: source, broker and sink as 3 processes, as 1, or via RabbitMQ."""
 
-    def __init__(self, layout: str, codekey: bool) -> None:
+    def __init__(
+        self, layout: str, codekey: bool, code: Path | None = None, variant: str = ""
+    ) -> None:
         assert layout in ("3p", "1p", "rabbit")
-        name = f"socketeer-{layout}" + ("-key" if codekey else "")
+        name = (
+            f"socketeer-{layout}" + ("-key" if codekey else "") + (f"@{variant}" if variant else "")
+        )
         what = {"3p": "3 processes", "1p": "1 process", "rabbit": "RabbitMQ"}[layout]
         label = f"Socketeer ({what}, {'codekey' if codekey else 'no codekey'})"
+        if variant:
+            label += f" [{variant}]"
         super().__init__(name, label, family="socketeer")
         self.layout = layout
         self.codekey = codekey
+        #: Another version of the code (``--compare``); None: the run's code under test.
+        self.code = code
 
     @staticmethod
     def rabbit_available() -> str | None:
@@ -430,7 +438,7 @@ class Socketeer(Peer):
         else:
             files = {"sink": sink, "source": source}
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(ctx.code)
+        env["PYTHONPATH"] = str(self.code or ctx.code)
         env.pop("PYTHONSTARTUP", None)
         twistd = str(Path(ctx.python).with_name("twistd"))
         if "broker" in files:  # the broker first, so the nodes' first connect succeeds

@@ -166,6 +166,13 @@ def render(results: dict) -> str:
         f"{sizes['repeats']} round(s); each round starts every tunnel afresh. The main "
         f"Socketeer configuration is ``{main}`` ({peers.get(main, '')}).\n"
     )
+    if "codekey" not in (meta.get("notes") or {}):
+        out.append(
+            "Sealed messages are in the code under test (``socketeer.seal``): the *codekey* "
+            "configurations seal every message with AES-256-GCM (``codekey=`` in the "
+            "channel URL).\n"
+        )
+    out.append(".. image:: benchmarks.png\n   :alt: ratios to ssh -D aes128-gcm\n")
     if meta.get("notes"):
         out.append("Left out or changed in this run:\n")
         for note in meta["notes"].values():
@@ -289,7 +296,7 @@ def render(results: dict) -> str:
                     fmt_num(t.get("open_s")),
                     fmt_num(t.get("verify_s")),
                     fmt_num(mem.get("rss_mib")),
-                    t.get("error") or json.dumps(t.get("errors") or {}) or "-",
+                    t.get("error") or (json.dumps(t["errors"]) if t.get("errors") else "-"),
                 ]
             )
         out.append(
@@ -329,10 +336,18 @@ def render(results: dict) -> str:
 
     out.append("The run\n-------\n")
     uncommitted = code.get("uncommitted") or []
+    loads = [t["load"] for t in results["trials"] if t.get("load") is not None]
+    load_text = (
+        f" 1-minute load average during the scenarios: median {median(loads):.1f}, "
+        f"max {max(loads):.1f} (2 means both cores busy; the benchmark itself accounts for "
+        "about 1-2)."
+        if loads
+        else ""
+    )
     facts = [
         f"* Date: {date}; duration {meta.get('seconds', 0) / 60:.1f} min; "
         f"load average at start {' '.join(machine.get('loadavg_start', []))}, at end "
-        f"{' '.join(machine.get('loadavg_end', []))}.",
+        f"{' '.join(machine.get('loadavg_end', []))}.{load_text}",
         f"* Machine: {machine.get('cpu', '?')}, {machine.get('cores')} cores, "
         f"{machine.get('memory_gib')} GiB, Linux {machine.get('kernel')}, Python "
         f"{machine.get('python')}.",
@@ -340,7 +355,11 @@ def render(results: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items())
         + ".",
         f"* Code under test: {code.get('source')} at {code.get('head')}"
-        + (f", with uncommitted changes in {', '.join(uncommitted)}" if uncommitted else "")
+        + (
+            f", with uncommitted changes in {', '.join(uncommitted)}"
+            if uncommitted
+            else (" (no uncommitted changes in socketeer/)" if code.get("source") == "tree" else "")
+        )
         + ".",
         f"* Sizes: {json.dumps(sizes)}.",
     ]
@@ -356,7 +375,8 @@ def render(results: dict) -> str:
         "is checked by length and CRC-32 and every echo byte-for-byte; a failed check is a "
         "failure above, never a figure. Reproduce with ``python -m bench`` (about 10-15 "
         "minutes) or ``python -m bench --quick`` (1-2 minutes; writes to a temporary "
-        "directory). Raw figures of this run: benchmarks.json.\n"
+        f"directory). Raw figures of this run: {meta.get('raw', 'benchmarks.json')} "
+        "(``python -m bench.report FILE OUTDIR`` renders them again).\n"
     )
     if NOTES.exists():
         out.append(NOTES.read_text())
@@ -468,6 +488,9 @@ def plot(results: dict, path: Path) -> Path | None:
         ax.set_xticks(range(len(keys)))
         ax.set_xticklabels([METRIC[k][5] for k in keys])
         ax.set_yscale("log")
+        lo, hi = ax.get_ylim()
+        ticks = [t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50) if lo <= t <= hi]
+        ax.set_yticks(ticks)
         ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(title, fontsize=10)

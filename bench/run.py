@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -32,6 +33,8 @@ from bench.common import MiB
 
 ROOT = P.ROOT
 REFERENCE = "ssh-gcm"
+#: Raw figures of the run whose report is docs/benchmarks.rst.
+RESULTS = ROOT / "bench" / "results.json"
 
 FULL = {
     "repeats": 3,
@@ -70,7 +73,7 @@ def snapshot_code(workdir: Path, source: str) -> tuple[Path, dict]:
     """Copy the package to run into ``workdir/code``: this working tree ("tree"), a git
     revision, or another directory holding ``socketeer/`` and ``twisted/plugins/``."""
     code = workdir / "code"
-    (code / "twisted" / "plugins").mkdir(parents=True)
+    (code / "twisted" / "plugins").mkdir(parents=True)  # workdir may be new: parents
     git = ["git", "-C", str(ROOT)]
     head = subprocess.run(
         git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -97,11 +100,12 @@ def snapshot_code(workdir: Path, source: str) -> tuple[Path, dict]:
         ).stdout.splitlines()
         info["uncommitted"] = [line[3:] for line in status]
     else:
-        archive = subprocess.run(
-            git + ["archive", source, "socketeer", "twisted/plugins"],
-            capture_output=True,
-            check=True,
-        ).stdout
+        got = subprocess.run(
+            git + ["archive", source, "socketeer", "twisted/plugins"], capture_output=True
+        )
+        if got.returncode != 0:
+            raise SystemExit(f"{source!r} is neither 'tree', a directory nor a git revision")
+        archive = got.stdout
         subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
         info["head"] = subprocess.run(
             git + ["rev-parse", "--short", source], capture_output=True, text=True
@@ -232,7 +236,9 @@ def measure_peer(
             result = run_client(ctx, peer, scenario, params, timeout, on_held)
             result["mem_before"] = mem_before
             wall = time.monotonic() - t
-            trials.append({"peer": peer.name, "round": rnd, "scenario": name, **result})
+            trials.append(
+                {"peer": peer.name, "round": rnd, "scenario": name, "load": loadavg(), **result}
+            )
             log(f"  {peer.name} {name}: {brief(name, result)} ({wall:.1f}s)")
             try:
                 peer.check_alive()
@@ -247,6 +253,14 @@ def measure_peer(
         )
     finally:
         peer.stop()
+
+
+def loadavg() -> float | None:
+    """The 1-minute load average: how busy the shared machine was (our processes included)."""
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except (OSError, ValueError):
+        return None
 
 
 def brief(name: str, r: dict) -> str:
@@ -438,15 +452,41 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="bulk",
         help="what --profile-only profiles (default: bulk upload + download)",
     )
+    ap.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=CODE",
+        help="also run the main Socketeer configuration with other code (a git revision or a "
+        "directory, as for --code), side by side in the same run, e.g. before=HEAD~1",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=N",
+        help="override one size or count (keys: " + ", ".join(FULL) + "), e.g. bulk=67108864",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory and logs")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    twistd = Path(sys.executable).with_name("twistd")
+    if importlib.util.find_spec("twisted") is None or not twistd.exists():
+        raise SystemExit(
+            f"{sys.executable} has no Twisted/twistd: run the benchmark with the Python that "
+            "Socketeer is installed in (pip install -e '.[bench]')"
+        )
     sizes = dict(QUICK if args.quick else FULL)
     if args.repeats:
         sizes["repeats"] = args.repeats
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in sizes:
+            raise SystemExit(f"--set: unknown key {key!r}; known: {', '.join(sizes)}")
+        sizes[key] = int(value)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -486,6 +526,13 @@ def main(argv=None) -> int:
         ctx = P.Context(workdir=workdir, target=target, code=code)
         wanted = args.peers.split(",") if args.peers else None
         peers, notes, main_peer = choose_peers(code, wanted)
+        for item in args.compare:  # the main configuration again, with other code
+            variant, _, where = item.partition("=")
+            other, other_info = snapshot_code(workdir / f"compare-{variant}", where)
+            main = next(p for p in choose_peers(code, None)[0] if p.name == main_peer)
+            assert isinstance(main, P.Socketeer)
+            peers.append(P.Socketeer(main.layout, main.codekey, other, variant))
+            code_info.setdefault("compare", {})[variant] = other_info
         only = set(args.scenarios.split(",")) if args.scenarios else None
         meta = {
             "machine": machine_facts(),
@@ -530,7 +577,12 @@ def main(argv=None) -> int:
         except OSError:
             pass
         results = {"meta": meta, "trials": trials, "profile": prof}
-        (outdir / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
+        # Next to the report, except for the committed one: docs/ holds only .rst and .png.
+        raw = (
+            RESULTS if outdir.resolve() == (ROOT / "docs").resolve() else outdir / "benchmarks.json"
+        )
+        meta["raw"] = str(raw.relative_to(ROOT)) if raw.is_relative_to(ROOT) else str(raw)
+        raw.write_text(json.dumps(results, indent=1) + "\n")
         from bench.report import write_report
 
         rst, png = write_report(results, outdir)
