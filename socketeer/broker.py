@@ -144,6 +144,7 @@ class BrokerProtocol(protocol.Protocol):
         self.bytes_sent = 0
         #: True while my transport has asked me to stop producing (its buffer is full).
         self.congested = False
+        self.congestion_events = 0  # times my transport pushed back (for status)
         self._parser = StompFrameParser(limits=settings.limits, server=True)
         self._message_ids = itertools.count(1)
         self._ack_modes: dict[str, str] = {}
@@ -222,7 +223,8 @@ class BrokerProtocol(protocol.Protocol):
         if self.congested or self.state is not _State.CONNECTED:
             return
         self.congested = True
-        self.log.debug("{session} congested", session=self.session_id)
+        # Not logged: on a bulk transfer this happens thousands of times a second.
+        self.congestion_events += 1
         self._schedule("congestion", self._settings.congestion_timeout, self._congestion_timed_out)
 
     def resumeProducing(self) -> None:
@@ -230,7 +232,6 @@ class BrokerProtocol(protocol.Protocol):
             return
         self.congested = False
         self._cancel("congestion")
-        self.log.debug("{session} drained", session=self.session_id)
         self._release_publishers()
 
     def stopProducing(self) -> None:
@@ -455,17 +456,11 @@ class BrokerProtocol(protocol.Protocol):
         self._blocked_by.add(subscriber)
         subscriber._blocking.add(self)
         if len(self._blocked_by) == 1:
-            self.log.debug(
-                "{session} paused: {subscriber} is congested",
-                session=self.session_id,
-                subscriber=subscriber.session_id,
-            )
             self.transport.pauseProducing()
 
     def _unpause_for(self, subscriber: BrokerProtocol) -> None:
         self._blocked_by.discard(subscriber)
         if not self._blocked_by and self.state is _State.CONNECTED:
-            self.log.debug("{session} resumed", session=self.session_id)
             self._last_received = self._clock.seconds()  # we were not listening
             self.transport.resumeProducing()
 
