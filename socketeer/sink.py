@@ -143,6 +143,7 @@ class Sink:
         factory = Factory.forProtocol(
             lambda: StreamProtocol(lambda proto: self._connected(stream, proto))
         )
+        factory.noisy = False  # no "Starting factory" line per stream
         d: Deferred = endpoint.connect(factory)
         timer = self.clock.callLater(self.connect_timeout, d.cancel)
 

@@ -6,13 +6,14 @@ the reactor as an argument so tests (and embedding applications) can pass their 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 from dataclasses import replace
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -169,7 +170,12 @@ def _node_service(
     if ss.spawning_sink:
         timeout = ss.connect_timeout
 
-        def endpoint_for(host: str, port: int) -> HostnameEndpoint:
+        def endpoint_for(host: str, port: int):
+            # An address needs no lookup (HostnameEndpoint would still ask the thread pool).
+            if _is_ipv4(host):
+                return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+            if _is_ipv6(host):
+                return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
             return HostnameEndpoint(reactor, host, port, timeout=timeout)
 
         sink = Sink(
@@ -259,3 +265,17 @@ def makeService(options: Options) -> IService:
 
     signal.signal(signal.SIGHUP, hangup)
     return root
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
+    except ValueError:
+        return False
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+    except ValueError:
+        return False

@@ -461,7 +461,7 @@ def test_seed_sample_parses() -> None:
         vhost=None,
         heartbeat_ms=10000,
     )
-    common = dict(channel=channel, fixed_type=0, connect_timeout=10.0, window=1048576)
+    common = dict(channel=channel, fixed_type=0, connect_timeout=10.0, window=4 * 1024 * 1024)
     assert parse_config(SEED_SAMPLE, "seed.properties") == Config(
         path="seed.properties",
         broker=BrokerConfig(
@@ -669,7 +669,7 @@ def test_optional_values_and_defaults() -> None:
     assert config.broker.max_frame_size == 4096
     assert dict(config.broker.users) == {"alice": Secret("pw1"), "bob": Secret("pw2")}
     sink, source = config.sourcesinks
-    assert (sink.connect_timeout, sink.window, sink.fixed_type) == (10.0, 1048576, 0)
+    assert (sink.connect_timeout, sink.window, sink.fixed_type) == (10.0, 4 * 1024 * 1024, 0)
     assert (source.connect_timeout, source.window) == (2.5, 67108864)
     assert source.spawning_sink and source.is_source
     assert not sink.is_source

@@ -8,7 +8,7 @@ import socket
 import pytest_twisted
 from twisted.internet import defer, protocol
 
-from socketeer.stream import Stream
+from socketeer.stream import MAX_DATA_MESSAGE, Stream
 
 from relayhelpers import Collector, DigestServer, Echo, connect, listen, sha256
 
@@ -188,12 +188,12 @@ async def test_slow_reader_pauses_the_far_writer(relay, monkeypatch):
     client.transport.pauseProducing()  # a reader that does not read
     pulled_when_paused = await with_timeout(paused)
     assert pulled_when_paused < len(payload)
-    assert max(outstanding) <= relay.sink_node.window + 64 * 1024
+    assert max(outstanding) <= relay.sink_node.window + MAX_DATA_MESSAGE
     client.transport.resumeProducing()
     data = await with_timeout(client.eof, 60)
     client.transport.loseConnection()
     assert sha256(data) == sha256(payload)
-    assert max(outstanding) <= relay.sink_node.window + 64 * 1024
+    assert max(outstanding) <= relay.sink_node.window + MAX_DATA_MESSAGE
 
 
 @pytest_twisted.ensureDeferred

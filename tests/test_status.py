@@ -70,7 +70,7 @@ async def test_status_and_metrics_follow_a_stream():
         assert stream["target"] == f"127.0.0.1:{echo}"
         assert stream["phase"] == "open"
         assert (stream["sent"], stream["received"]) == (1000, 1000)
-        assert stream["age"] >= 0 and stream["window"] == 1 << 20
+        assert stream["age"] >= 0 and stream["window"] == 4 << 20
         (sink_stream,) = by_node(snap, "si")["streams"]
         assert (sink_stream["sent"], sink_stream["received"]) == (1000, 1000)
         assert snap["broker"]["connections"] == 2
