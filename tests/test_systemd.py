@@ -106,7 +106,7 @@ async def test_twistd_tells_systemd_it_is_ready(tmp_path):
     path = str(tmp_path / "notify")
     notes = Notifications()
     port = reactor.listenUNIXDatagram(path, notes)
-    ports = {"61626": free_port(), "1234": free_port(), "8000": free_port()}
+    ports = {"61626": free_port(), "1234": free_port(), "1080": free_port(), "8000": free_port()}
     config = configure("examples/sink.properties", tmp_path, ports)
     source = configure("examples/source.properties", tmp_path, ports)
     # One process running both files' contents: broker, sink node and source node.
@@ -134,7 +134,7 @@ async def test_twistd_tells_systemd_it_is_ready(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_twistd_json_logs(tmp_path):
     """``--logger=socketeer.logs.json_observer``: every stdout line is one JSON object."""
-    ports = {"61626": free_port(), "1234": free_port(), "8000": free_port()}
+    ports = {"61626": free_port(), "1234": free_port(), "1080": free_port(), "8000": free_port()}
     config = configure("socketeer.properties", tmp_path, ports)
     env = child_env()
     env["SOCKETEER_LOG_LEVEL"] = "info"

@@ -49,7 +49,7 @@ need_curl = pytest.mark.skipif(
 async def test_one_process_default_config(tmp_path):
     listeners: list = []
     target = await web_server(listeners)
-    ports = {"61626": free_port(), "1234": free_port(), "8000": target}
+    ports = {"61626": free_port(), "1234": free_port(), "1080": free_port(), "8000": target}
     proc = start(configure("socketeer.properties", tmp_path, ports), nodes=2)
     try:
         await proc.ready.addTimeout(30, reactor)
@@ -68,7 +68,7 @@ async def test_one_process_default_config(tmp_path):
 async def test_two_processes_from_examples(tmp_path):
     listeners: list = []
     target = await web_server(listeners)
-    ports = {"61626": free_port(), "1234": free_port(), "8000": target}
+    ports = {"61626": free_port(), "1234": free_port(), "1080": free_port(), "8000": target}
     sink = start(configure("examples/sink.properties", tmp_path, ports), nodes=1)
     source = None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -32,8 +33,9 @@ def free_port() -> int:
 def configure(name: str, tmp_path: Path, ports: dict[str, int]) -> Path:
     """Copy an etc/ file, with its well-known ports replaced by free ones."""
     text = (ROOT / "etc" / name).read_text()
-    for old, new in ports.items():
-        text = text.replace(old, str(new))
+    # One pass, whole numbers only: a new port must never be rewritten by a later rule.
+    pattern = re.compile(r"\b(" + "|".join(re.escape(old) for old in ports) + r")\b")
+    text = pattern.sub(lambda m: str(ports[m.group(1)]), text)
     out = tmp_path / Path(name).name
     out.write_text(text)
     return out
