@@ -106,10 +106,17 @@ class _Message:
     message_id: str
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    #: The copied headers as ready wire lines when none needs escaping (the usual case),
+    #: so each delivery is a string join instead of per-header checks and escaping.
+    plain_headers: str | None = None
 
     @property
     def size(self) -> int:
         return len(self.body) + sum(len(k) + len(v) for k, v in self.headers)
+
+
+#: Characters STOMP escapes or forbids in headers; headers without them go out as they are.
+_CARE = re.compile(r"[:\\\r\n]")
 
 
 def _clean(text: str) -> str:
@@ -346,8 +353,17 @@ class BrokerProtocol(protocol.Protocol):
             if name not in _NOT_COPIED and name not in seen:
                 seen.add(name)
                 copied.append((name, value))
+        plain = None
+        if all(
+            name and not _CARE.search(name) and not _CARE.search(value) for name, value in copied
+        ):
+            plain = "".join(f"{name}:{value}\n" for name, value in copied)
         message = _Message(
-            destination, f"{self.session_id}-{next(self._message_ids)}", tuple(copied), frame.body
+            destination,
+            f"{self.session_id}-{next(self._message_ids)}",
+            tuple(copied),
+            frame.body,
+            plain,
         )
         self._deliver_all(self._router.route(destination, message, size=message.size))
 
@@ -421,6 +437,22 @@ class BrokerProtocol(protocol.Protocol):
 
     def _deliver(self, sid: str, message: _Message) -> None:
         if self.state is not _State.CONNECTED:
+            return
+        auto = self._ack_modes.get(sid) == StompSpec.ACK_AUTO
+        if (
+            message.plain_headers is not None
+            and (auto or self.version != StompSpec.VERSION_1_2)
+            and not _CARE.search(sid)
+            and not _CARE.search(message.destination)
+        ):
+            # Fast path: the same bytes encode_frame would produce, built in one join.
+            body = message.body
+            head = (
+                f"MESSAGE\ndestination:{message.destination}\n"
+                f"message-id:{message.message_id}\nsubscription:{sid}\n"
+                f"content-length:{len(body)}\n{message.plain_headers}\n"
+            )
+            self._write(b"".join((head.encode("utf-8"), body, b"\0")))
             return
         headers = [
             (StompSpec.DESTINATION_HEADER, message.destination),

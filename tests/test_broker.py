@@ -1055,3 +1055,24 @@ async def test_slow_subscriber_pauses_publisher_until_it_reads():
             s.close()
         await port.stopListening()
         await until(lambda: not factory.connections)
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+@pytest.mark.parametrize("ack", ["auto", "client"])
+def test_plain_and_escaped_deliveries_carry_the_same_message(factory, version, ack):
+    """The plain-header fast path and the careful path give the subscriber the same frame."""
+    results = []
+    for extra in [("x-plain", "value"), ("x-colon", "a:b")]:  # the colon forces escaping
+        sub, pub = Peer(factory), Peer(factory)
+        sub.connect(version)
+        pub.connect()
+        sub.sendf("SUBSCRIBE", {"id": "s1", "destination": "/topic/f", "ack": ack})
+        pub.sendf("SEND", [("destination", "/topic/f"), ("sk-type", "data"), extra], b"\x00b")
+        [message] = sub.frames()
+        headers = dict(message.headers)
+        headers.pop("message-id")
+        headers.pop("ack", None)
+        headers.pop(extra[0])
+        results.append((message.command, headers, message.body))
+    assert results[0] == results[1]
+    assert results[0][1]["content-length"] == "2" and results[0][1]["sk-type"] == "data"
