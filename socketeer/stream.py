@@ -10,14 +10,19 @@ sink) to the peer node's stream over the channel. The story of a stream, from th
     (any)     local bytes        -> send DATA            ; local FIN  -> send EOF
     (any)     rx DATA            -> write to local       ; rx EOF     -> local half-close
     (any)     rx CLOSE           -> close local socket, -> (CLOSED)
+    (any)     rx RESET           -> close local socket, -> (CLOSED)   (peer has no such stream)
     (any)     local socket gone  -> send CLOSE, -> (CLOSED)
+    (any)     peer silent > grace -> send CLOSE, close local socket -> (CLOSED)   (node decides)
 
 On a sink the stream is born on rx OPEN (OPENING while the outbound connect runs), sends
 OPEN_OK or OPEN_FAIL, and then behaves the same way.
 
-Ordering: every message except ACK carries a per-direction sequence number; messages that
-arrive early wait in a bounded reorder buffer, duplicates are dropped. A broker that keeps
-order makes this a no-op; resumption after a reconnect (a later issue) relies on it.
+Ordering and resumption: every message except ACK and RESET carries a per-direction
+sequence number; messages that arrive early wait in a bounded reorder buffer, duplicates are
+dropped. Each sequenced message stays in an outbox until the peer's ACK says it arrived
+(``s``). When the channel comes back after a broker restart or a failover, the stream
+resends its outbox and sends an ACK with ``r=1`` asking the peer to resend what it missed;
+so a broker outage is a pause, not a reset.
 
 Flow control, SSH-window style: the sender never has more than ``window`` bytes that the
 peer has not acknowledged; beyond that it pauses reading its local socket. The receiver
