@@ -16,6 +16,8 @@ from zope.interface import implementer
 from socketeer.config import parse_config
 from socketeer.tap import SocketeerService, build_service
 
+from twistdproc import relay_properties
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -56,24 +58,10 @@ async def echo_server(ports: list) -> int:
 
 def relay_config(broker: int, status: int, forward: int, echo: int, extra: str = "") -> str:
     """Broker, status server, sink ``si`` and fixed forward ``so`` to *echo*; *extra* lines."""
-    return f"""
-socketeer.general.messagingserverenabled=true
-socketeer.general.messagingserverport={broker}
-socketeer.general.statusserverenabled=true
-socketeer.general.statusserverport={status}
-{extra}
-socketeer.sourcesink.si.clustername=c
-socketeer.sourcesink.si.nodename=si
-socketeer.sourcesink.si.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.si.isSpawningAndResolvingSink=true
-socketeer.sourcesink.so.clustername=c
-socketeer.sourcesink.so.nodename=so
-socketeer.sourcesink.so.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.so.serverport={forward}
-socketeer.sourcesink.so.peernode=si
-socketeer.sourcesink.so.fixedHost=127.0.0.1
-socketeer.sourcesink.so.fixedPort={echo}
-"""
+    status_lines = (
+        f"socketeer.general.statusserverenabled=true\nsocketeer.general.statusserverport={status}\n"
+    )
+    return relay_properties(broker, forward, echo, status_lines + extra)
 
 
 async def start_service(text: str, path: str = "<test>") -> SocketeerService:

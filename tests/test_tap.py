@@ -15,6 +15,7 @@ from socketeer.config import parse_config
 from socketeer.tap import Options, build_service
 
 from relayhelpers import Collector, connect, listen
+from twistdproc import relay_properties
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,21 +55,7 @@ def test_options_parse_and_validate(tmp_path):
 
 
 def relay_config(broker: int, listen_port: int, target: int) -> str:
-    return f"""
-socketeer.general.messagingserverenabled=true
-socketeer.general.messagingserverport={broker}
-socketeer.sourcesink.si.clustername=c
-socketeer.sourcesink.si.nodename=si
-socketeer.sourcesink.si.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.si.isSpawningAndResolvingSink=true
-socketeer.sourcesink.so.clustername=c
-socketeer.sourcesink.so.nodename=so
-socketeer.sourcesink.so.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.so.serverport={listen_port}
-socketeer.sourcesink.so.peernode=si
-socketeer.sourcesink.so.fixedHost=127.0.0.1
-socketeer.sourcesink.so.fixedPort={target}
-"""
+    return relay_properties(broker, listen_port, target)
 
 
 @pytest_twisted.ensureDeferred

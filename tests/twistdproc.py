@@ -41,6 +41,27 @@ def configure(name: str, tmp_path: Path, ports: dict[str, int]) -> Path:
     return out
 
 
+def relay_properties(broker: int, forward: int, target: int, extra: str = "") -> str:
+    """Properties for one process: broker, sink ``si``, and source ``so`` forwarding
+    127.0.0.1:*forward* to 127.0.0.1:*target*; *extra* lines go under the general keys."""
+    return f"""
+socketeer.general.messagingserverenabled=true
+socketeer.general.messagingserverport={broker}
+{extra}
+socketeer.sourcesink.si.clustername=c
+socketeer.sourcesink.si.nodename=si
+socketeer.sourcesink.si.channel=stomp://127.0.0.1:{broker}/t
+socketeer.sourcesink.si.isSpawningAndResolvingSink=true
+socketeer.sourcesink.so.clustername=c
+socketeer.sourcesink.so.nodename=so
+socketeer.sourcesink.so.channel=stomp://127.0.0.1:{broker}/t
+socketeer.sourcesink.so.serverport={forward}
+socketeer.sourcesink.so.peernode=si
+socketeer.sourcesink.so.fixedHost=127.0.0.1
+socketeer.sourcesink.so.fixedPort={target}
+"""
+
+
 class Twistd(protocol.ProcessProtocol):
     """A twistd child whose output we watch for a line, and whose exit we can await."""
 
