@@ -46,7 +46,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socketeer import __version__
+from socketeer import __version__, fastwrite
 from socketeer.brokerauth import BrokerAuth
 from socketeer.router import Delivery, DuplicateSubscription, Router
 from socketeer.wire.stompframing import (
@@ -452,7 +452,10 @@ class BrokerProtocol(protocol.Protocol):
                 f"message-id:{message.message_id}\nsubscription:{sid}\n"
                 f"content-length:{len(body)}\n{message.plain_headers}\n"
             )
-            self._write(b"".join((head.encode("utf-8"), body, b"\0")))
+            head_bytes = head.encode("utf-8")
+            self.bytes_sent += len(head_bytes) + len(body) + 1
+            self._last_sent = self._clock.seconds()
+            fastwrite.write_sequence(self.transport, (head_bytes, body, b"\0"))
             return
         headers = [
             (StompSpec.DESTINATION_HEADER, message.destination),
@@ -548,7 +551,7 @@ class BrokerProtocol(protocol.Protocol):
     def _write(self, data: bytes) -> None:
         self.bytes_sent += len(data)
         self._last_sent = self._clock.seconds()
-        self.transport.write(data)
+        fastwrite.write(self.transport, data)
 
     def _fail(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
@@ -28,7 +28,7 @@ from socketeer.wire.envelope import (
     MsgType,
     check_name,
     encode_params,
-    encode_send,
+    encode_send_parts,
     from_frame,
 )
 
@@ -62,6 +62,10 @@ class ChannelLink:
 
     def send_bytes(self, data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def send_parts(self, parts: Sequence[bytes]) -> None:
+        """One frame in pieces; a link that can write them without joining overrides this."""
+        self.send_bytes(b"".join(parts))
 
 
 class Node:
@@ -161,7 +165,12 @@ class Node:
             body,
         )
         sealer = self.sealer
-        link.send_bytes(encode_send(self.topic, env) if sealer is None else sealer.seal(env))
+        parts = encode_send_parts(self.topic, env) if sealer is None else sealer.seal_parts(env)
+        send_parts = getattr(link, "send_parts", None)
+        if send_parts is not None:
+            send_parts(parts)
+        else:  # a bare link (tests, embedding) with send_bytes only
+            link.send_bytes(b"".join(parts))
         self.stats["messages-out"] += 1
         if logs.trace:
             self.log.debug(

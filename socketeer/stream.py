@@ -44,6 +44,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socketeer import fastwrite
 from socketeer.errors import OpenFailure
 from socketeer.wire.envelope import Envelope, EnvelopeError, MsgType, encode_params
 
@@ -306,7 +307,7 @@ class Stream:
         transport = self.transport
         kind = env.type
         if kind is MsgType.DATA:
-            transport.write(env.body)
+            fastwrite.write(transport, env.body)
             self.delivered += len(env.body)
             if not self._consumer_paused and self.delivered - self._acked >= self.window // 4:
                 self._send_ack()

@@ -30,6 +30,7 @@ __all__ = [
     "decode_params",
     "encode_params",
     "encode_send",
+    "encode_send_parts",
     "from_frame",
     "node_destination",
 ]
@@ -146,11 +147,15 @@ def decode_params(body: bytes) -> dict[str, str]:
 
 
 def encode_send(topic: str, env: Envelope) -> bytes:
-    """Serialise ``env`` as a STOMP SEND frame.
+    """Serialise ``env`` as a STOMP SEND frame."""
+    return b"".join(encode_send_parts(topic, env))
+
+
+def encode_send_parts(topic: str, env: Envelope) -> tuple[bytes, bytes, bytes]:
+    """``encode_send`` as three pieces (head, body, NUL), for a scatter write of a large body.
 
     Written directly rather than through ``StompFrame.__bytes__`` because this runs once per
-    relayed chunk: every header value is validated to need no STOMP escaping, so the frame
-    is one join of the head, the body and the NUL.
+    relayed chunk: every header value is validated to need no STOMP escaping.
     """
     head = (
         f"SEND\ndestination:{destination_for(topic, env)}\n"
@@ -159,7 +164,7 @@ def encode_send(topic: str, env: Envelope) -> bytes:
         f"{H_TS}:{env.timestamp}\n{H_INC}:{env.incarnation}\n"
         f"content-length:{len(env.body)}\n\n"
     )
-    return b"".join((head.encode("ascii"), env.body, b"\x00"))
+    return (head.encode("ascii"), env.body, b"\x00")
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int:

@@ -1,0 +1,62 @@
+"""Send now, not on the next reactor turn, when a TCP transport has nothing queued.
+
+Twisted's ``transport.write()`` only appends to a buffer and asks the reactor to watch the
+socket for writability; the bytes leave one reactor turn later, after two ``epoll_ctl``
+calls. A relay forwards one message per turn on every hop, so that costs each hop about
+10 µs of CPU and a turn of latency (measured in ``bench/notes.rst``). When the transport's
+buffer is empty, which is the usual case, sending at once is equivalent: the bytes go out
+in the same order, and whatever the kernel does not take is handed to ``transport.write()``,
+which queues it and applies back-pressure (producer pause) exactly as before. Any socket
+error is left for Twisted to find on its own write, so connection loss is reported the
+usual way.
+
+Only plain TCP and UNIX transports qualify; TLS transports and test doubles always go
+through ``write()``/``writeSequence()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twisted.internet.tcp import Connection
+
+
+def _idle(transport) -> bool:
+    """A plain socket transport with an empty buffer that still accepts writes."""
+    return (
+        isinstance(transport, Connection)
+        and not transport.TLS
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnecting
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+    )
+
+
+def write(transport, data: bytes) -> None:
+    """``transport.write(data)``, trying the socket first when nothing is queued."""
+    if data and _idle(transport):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:  # EAGAIN, or an error Twisted will report on its own write
+            sent = 0
+        if sent == len(data):
+            return
+        if sent:
+            data = data[sent:]
+    transport.write(data)
+
+
+def write_sequence(transport, parts: Sequence[bytes]) -> None:
+    """``transport.writeSequence(parts)`` without joining them when the kernel takes them."""
+    if _idle(transport):
+        try:
+            sent = transport.socket.sendmsg(parts)
+        except OSError:
+            sent = 0
+        if sent == sum(len(part) for part in parts):
+            return
+        transport.write(b"".join(parts)[sent:])  # a copy only when the socket was full
+        return
+    transport.writeSequence(list(parts))
