@@ -22,6 +22,7 @@ from socketeer.broker import BrokerFactory, broker_service
 from socketeer.channel import ChannelService
 from socketeer.config import Config, ConfigError, SourceSinkConfig, load_config
 from socketeer.frontend import ProxyFactory, ProxySettings
+from socketeer.memtune import tune_malloc
 from socketeer.node import Node
 from socketeer.operations import add_operations, add_readiness
 from socketeer.policy import EMPTY_POLICY, PolicyRef
@@ -256,6 +257,7 @@ def build_service(config: Config, reactor) -> SocketeerService:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    tune_malloc()  # our own process: keep relayed buffers for reuse (socketeer.memtune)
     root = build_service(options["parsed"], reactor)
     add_readiness(root)  # systemd Type=notify: READY=1 once every node is connected
     path = os.path.abspath(options["config"])
