@@ -207,8 +207,10 @@ class StompFrameParser:
                         out.append(StompHeartBeat())
                     continue
                 self._reset_frame()
-                self._state = _State.HEAD
                 self._frame_start = self._scan = self._pos
+                if self._whole_head(buf):
+                    continue  # parsed in one go; now in BODY
+                self._state = _State.HEAD
 
             if self._state is _State.HEAD:
                 nl = buf.find(b"\n", self._scan)
@@ -260,6 +262,49 @@ class StompFrameParser:
                     return
                 self.scanned += end + 1 - self._scan
             out.append(self._finish_frame(end))
+
+    def _whole_head(self, buf: bytearray) -> bool:
+        """Parse a head that is all in the buffer and plain ASCII without escapes, in one go.
+
+        That is every frame Socketeer itself sends, and it saves a Python round per header
+        line. Anything else (a head split across reads, CR, backslashes, non-ASCII, or
+        anything wrong) returns False untouched, and the line-by-line path below takes it,
+        with its precise errors.
+        """
+        pos = self._pos
+        limits = self.limits
+        end = buf.find(b"\n\n", pos, pos + limits.max_head)
+        if end < 0:
+            return False
+        head = bytes(buf[pos:end])
+        if b"\r" in head or b"\\" in head or not head.isascii():
+            return False
+        lines = head.decode("ascii").split("\n")
+        command = lines[0]
+        if (
+            command not in self._commands
+            or len(lines) - 1 > limits.max_headers
+            or max(map(len, lines)) > limits.max_header_line
+        ):
+            return False
+        headers = []
+        length = None
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not (sep and name):
+                return False
+            if name == _CONTENT_LENGTH and length is None:
+                if not value.isdigit() or int(value) > limits.max_body:
+                    return False
+                length = int(value)
+            headers.append((name, value))
+        self.scanned += end + 2 - pos
+        self._pos = self._scan = end + 2
+        self._command = command
+        self._headers = headers
+        self._length = length
+        self._end_of_head()
+        return True
 
     def _parse_command(self, line: bytes) -> str:
         try:
