@@ -458,6 +458,13 @@ async def run_connect(reactor: Any, args: argparse.Namespace, err: IO[str]) -> i
     failure: list[str] = []
 
     class StdioStream(StreamProtocol):
+        def _maybe_done(self) -> None:
+            super()._maybe_done()
+            if self._read_closed and self._write_closed:
+                # StandardIO never calls connectionLost when its two halves closed one by
+                # one (stdin's EOF, then stdout flushed after the peer's EOF): we are done.
+                self.connectionLost(None)
+
         def connectionLost(self, reason=None) -> None:
             super().connectionLost(reason)
             if not ended.called:
