@@ -61,6 +61,7 @@ class ChannelProtocol(Protocol, ChannelLink):
     # -- connection ------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        fastwrite.no_delay(self.transport)
         self.transport.registerProducer(self, True)
         beat = self.spec.heartbeat_ms
         frame = commands.connect(

@@ -60,3 +60,14 @@ def write_sequence(transport, parts: Sequence[bytes]) -> None:
         transport.write(b"".join(parts)[sent:])  # a copy only when the socket was full
         return
     transport.writeSequence(list(parts))
+
+
+def no_delay(transport) -> None:
+    """Turn Nagle's algorithm off: with writes leaving at once, a small message must not
+    wait for the acknowledgement of the one before (40 ms behind a delayed ACK)."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        try:
+            set_no_delay(True)
+        except OSError:  # a UNIX socket has no such option
+            pass

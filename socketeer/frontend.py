@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socketeer import fastwrite
 from socketeer.auth import Authenticator
 from socketeer.config import ProxyConfig
 from socketeer.errors import SOCKS5_REPLY, OpenFailure, describe_peer
@@ -119,6 +120,7 @@ class ProxyProtocol(Protocol):
 
     def connectionMade(self) -> None:
         use_large_reads(self.transport)
+        fastwrite.no_delay(self.transport)
         peer = self.transport.getPeer()
         self.client = describe_peer(peer)
         if self.settings.policy is not None:

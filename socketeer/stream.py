@@ -420,6 +420,7 @@ class StreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         use_large_reads(self.transport)
+        fastwrite.no_delay(self.transport)
         self.stream = self._stream_for_connection(self)
         if self.stream is None:
             self.transport.loseConnection()

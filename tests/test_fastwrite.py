@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
@@ -137,3 +138,43 @@ def test_other_transports_use_their_own_write():
     fastwrite.write(transport, b"a")
     fastwrite.write_sequence(transport, (b"b", b"c"))
     assert transport.value() == b"abc"
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_delay_turns_nagle_off():
+    ports: list = []
+    server, client = await _pair(ports)
+    handle = server.transport.getHandle()
+    handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+    fastwrite.no_delay(server.transport)
+    assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    fastwrite.no_delay(StringTransport())  # not a socket: nothing to do, no error
+    await _close(ports, server.transport, client.transport)
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_relay_socket_has_nagle_off():
+    """Broker, channel, and both local sockets of a stream: small messages leave at once."""
+    from relayhelpers import Echo, Relay
+
+    relay = Relay()
+    await relay.start()
+    ports: list = []
+    try:
+        target = await listen(protocol.Factory.forProtocol(Echo), ports)
+        front = await relay.forward(target)
+        client = await connect(front)
+        client.transport.write(b"ping")
+        await _until(lambda: bytes(client.data) == b"ping", "the echo")
+        sockets = [c.transport.getHandle() for c in relay.broker_factory.connections]
+        stream = next(iter(relay.sink_node.streams.values()))
+        sockets.append(stream.transport.getHandle())  # the sink's outbound socket
+        stream = next(iter(relay.source_node.streams.values()))
+        sockets.append(stream.transport.getHandle())  # the source's accepted socket
+        assert len(sockets) >= 4
+        for s in sockets:
+            assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        client.transport.loseConnection()
+    finally:
+        await relay.stop()
+        await _close(ports)
