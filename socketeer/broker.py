@@ -182,6 +182,7 @@ class BrokerProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         fastwrite.no_delay(self.transport)
+        fastwrite.large_reads(self.transport)
         self.transport.registerProducer(self, True)
         self._last_received = self._last_sent = self._clock.seconds()
         self._schedule("connect", self._settings.connect_timeout, self._connect_timed_out)

@@ -62,6 +62,7 @@ class ChannelProtocol(Protocol, ChannelLink):
 
     def connectionMade(self) -> None:
         fastwrite.no_delay(self.transport)
+        fastwrite.large_reads(self.transport)
         self.transport.registerProducer(self, True)
         beat = self.spec.heartbeat_ms
         frame = commands.connect(

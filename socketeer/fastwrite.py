@@ -71,3 +71,14 @@ def no_delay(transport) -> None:
             set_no_delay(True)
         except OSError:  # a UNIX socket has no such option
             pass
+
+
+#: Read (and queue before pausing a producer) this much at a time, not Twisted's 64 KiB: one
+#: ``recv`` per 256 KiB data message (``stream.MAX_DATA_MESSAGE``) on local sockets and
+#: broker connections alike, since every read is a round through the parser and the node.
+LARGE_READ = 256 * 1024
+
+
+def large_reads(transport) -> None:
+    if hasattr(transport, "bufferSize"):
+        transport.bufferSize = LARGE_READ

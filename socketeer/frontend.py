@@ -32,7 +32,7 @@ from socketeer.errors import SOCKS5_REPLY, OpenFailure, describe_peer
 from socketeer.node import Node, ResolveError
 from socketeer.policy import Decision, PolicyRef, client_host
 from socketeer.source import denied_stream
-from socketeer.stream import Stream, use_large_reads
+from socketeer.stream import Stream
 from socketeer.wire import socks
 
 
@@ -119,7 +119,7 @@ class ProxyProtocol(Protocol):
     # -- connection ------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        use_large_reads(self.transport)
+        fastwrite.large_reads(self.transport)
         fastwrite.no_delay(self.transport)
         peer = self.transport.getPeer()
         self.client = describe_peer(peer)

@@ -50,16 +50,10 @@ from socketeer.wire.envelope import Envelope, EnvelopeError, MsgType, encode_par
 
 #: A reorder buffer larger than this means the peer is broken or hostile.
 MAX_REORDER = 4096
-#: Largest payload in one DATA message. Local sockets are read in chunks this big (see
-#: ``use_large_reads``): fewer, larger messages cost far less per byte on every hop, and stay
-#: well below brokers' frame limits (RabbitMQ: 4 MiB). Bigger writes are split.
-MAX_DATA_MESSAGE = 256 * 1024
-
-
-def use_large_reads(transport) -> None:
-    """Read (and buffer before pushing back) up to MAX_DATA_MESSAGE at a time, not 64 KiB."""
-    if hasattr(transport, "bufferSize"):
-        transport.bufferSize = MAX_DATA_MESSAGE
+#: Largest payload in one DATA message. Local sockets are read in chunks this big
+#: (``fastwrite.large_reads``): fewer, larger messages cost far less per byte on every hop,
+#: and stay well below brokers' frame limits (RabbitMQ: 4 MiB). Bigger writes are split.
+MAX_DATA_MESSAGE = fastwrite.LARGE_READ
 
 
 class Phase(Enum):
@@ -419,7 +413,7 @@ class StreamProtocol(Protocol):
         self._write_closed = False
 
     def connectionMade(self) -> None:
-        use_large_reads(self.transport)
+        fastwrite.large_reads(self.transport)
         fastwrite.no_delay(self.transport)
         self.stream = self._stream_for_connection(self)
         if self.stream is None:

@@ -153,8 +153,9 @@ async def test_no_delay_turns_nagle_off():
 
 
 @pytest_twisted.ensureDeferred
-async def test_every_relay_socket_has_nagle_off():
-    """Broker, channel, and both local sockets of a stream: small messages leave at once."""
+async def test_every_relay_socket_is_tuned():
+    """Broker, channel, and both local sockets of a stream: small messages leave at once
+    (no Nagle), and a whole data message is read at once."""
     from relayhelpers import Echo, Relay
 
     relay = Relay()
@@ -166,14 +167,13 @@ async def test_every_relay_socket_has_nagle_off():
         client = await connect(front)
         client.transport.write(b"ping")
         await _until(lambda: bytes(client.data) == b"ping", "the echo")
-        sockets = [c.transport.getHandle() for c in relay.broker_factory.connections]
-        stream = next(iter(relay.sink_node.streams.values()))
-        sockets.append(stream.transport.getHandle())  # the sink's outbound socket
-        stream = next(iter(relay.source_node.streams.values()))
-        sockets.append(stream.transport.getHandle())  # the source's accepted socket
-        assert len(sockets) >= 4
-        for s in sockets:
-            assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        transports = [c.transport for c in relay.broker_factory.connections]
+        transports.append(next(iter(relay.sink_node.streams.values())).transport)  # outbound
+        transports.append(next(iter(relay.source_node.streams.values())).transport)  # accepted
+        assert len(transports) >= 4
+        for t in transports:
+            assert t.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            assert t.bufferSize == fastwrite.LARGE_READ
         client.transport.loseConnection()
     finally:
         await relay.stop()
