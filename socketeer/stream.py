@@ -22,7 +22,8 @@ sequence number; messages that arrive early wait in a bounded reorder buffer, du
 dropped. Each sequenced message stays in an outbox until the peer's ACK says it arrived
 (``s``). When the channel comes back after a broker restart or a failover, the stream
 resends its outbox and sends an ACK with ``r=1`` asking the peer to resend what it missed;
-so a broker outage is a pause, not a reset.
+and the peer answers with its outbox and its last ACK again; so a broker outage is a pause,
+not a reset.
 
 Flow control, SSH-window style: the sender never has more than ``window`` bytes that the
 peer has not acknowledged; beyond that it pauses reading its local socket. The receiver
@@ -140,11 +141,13 @@ class Stream:
         self._outbox.append((seq, kind, body))
         self.host.send_stream_message(self, kind, seq, body)
 
-    def _send_ack(self, resync: bool = False) -> None:
+    def _send_ack(self, resync: bool = False, *, repeat: bool = False) -> None:
         # n: payload bytes consumed (flow control); s: next sequence number expected
         # (what may leave the peer's outbox); r: "resend what I have not got".
-        self._acked = self.delivered
-        params: dict[str, int] = {"n": self.delivered, "s": self._rx_seq}
+        # ``repeat``: say again what we acknowledged last (no new credit).
+        if not repeat:
+            self._acked = self.delivered
+        params: dict[str, int] = {"n": self._acked, "s": self._rx_seq}
         if resync:
             params["r"] = 1
         self.host.send_stream_message(self, MsgType.ACK, 0, encode_params(params))
@@ -252,6 +255,9 @@ class Stream:
                 outbox.popleft()
             if params.get("r") == "1":
                 self._retransmit()
+                # Our last ACK may have been lost with the connection too: without it the
+                # peer, its window spent, would wait for ever.
+                self._send_ack(repeat=True)
             if consumed > self._peer_consumed:
                 self._peer_consumed = min(consumed, self.sent)
                 self.update_reading()

@@ -205,7 +205,24 @@ def test_resync_request_from_peer_retransmits():
     stream.local_data(b"lost")
     host.sent.clear()
     stream.receive(env(MsgType.ACK, 0, encode_params({"n": 0, "s": 0, "r": 1})))
-    assert host.sent == [(MsgType.DATA, 0, b"lost")]
+    assert host.sent[0] == (MsgType.DATA, 0, b"lost")
+    assert [k for k, _, _ in host.sent] == [MsgType.DATA, MsgType.ACK]
+
+
+def test_resync_request_repeats_our_last_ack_without_new_credit():
+    """A lost ACK would leave the peer's window spent for ever (seen across a RabbitMQ
+    restart): a resync request gets the last ACK again."""
+    host, stream, transport = make(window=800)
+    stream.receive(env(MsgType.DATA, 0, b"x" * 100))  # 100 < window // 4: no ACK yet
+    stream.receive(env(MsgType.DATA, 1, b"y" * 100))
+    acks = [decode_params(b) for k, _, b in host.sent if k is MsgType.ACK]
+    assert acks == [{"n": "200", "s": "2"}]  # ... then lost with the broker connection
+    transport.producer.pauseProducing()  # our client is slow: no credit for what waits
+    stream.receive(env(MsgType.DATA, 2, b"z" * 100))
+    host.sent.clear()
+    stream.receive(env(MsgType.ACK, 0, encode_params({"n": 0, "s": 0, "r": 1})))
+    acks = [decode_params(b) for k, _, b in host.sent if k is MsgType.ACK]
+    assert acks == [{"n": "200", "s": "3"}]
 
 
 def test_retransmitted_duplicates_are_delivered_once():
