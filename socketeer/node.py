@@ -221,6 +221,10 @@ class Node:
         stream.open_timer = self.clock.callLater(
             timeout, stream.fail, OpenFailure.NO_SINK, f"no answer from node {peer}"
         )
+        self._peers.setdefault(peer, (self.clock.seconds(), ""))
+        # Sent now, or (no channel yet) kept in the stream's outbox until the channel is ready.
+        stream.send(MsgType.OPEN, body)
+        # Logged after the OPEN left: the line costs tens of µs, not on the connect path.
         self.log.info(
             "stream {resource} from {client} to {target} via {peer}: opening",
             resource=stream.resource,
@@ -228,9 +232,6 @@ class Node:
             target=stream.target,
             peer=peer,
         )
-        self._peers.setdefault(peer, (self.clock.seconds(), ""))
-        # Sent now, or (no channel yet) kept in the stream's outbox until the channel is ready.
-        stream.send(MsgType.OPEN, body)
         self.stats["streams-opened"] += 1
         return stream
 

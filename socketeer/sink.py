@@ -18,6 +18,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from socketeer import logs
 from socketeer.errors import OpenFailure, classify_connect_failure
 from socketeer.node import Node
 from socketeer.policy import Decision, Policy, PolicyRef, canonical_host, host_text
@@ -130,11 +131,12 @@ class Sink:
                 self._open_checked(stream, env.source, host, port, policy)
                 return
         self.node.add_stream(stream)
-        self.log.debug(
-            "stream {resource}: connecting to {target}",
-            resource=stream.resource,
-            target=stream.target,
-        )
+        if logs.trace:  # per stream, on the connect path: only built when asked for
+            self.log.debug(
+                "stream {resource}: connecting to {target}",
+                resource=stream.resource,
+                target=stream.target,
+            )
         try:
             endpoint = self.endpoint_for(host, port)
         except ValueError as e:
@@ -183,11 +185,12 @@ class Sink:
         differently (DNS rebinding).
         """
         self.node.add_stream(stream)
-        self.log.debug(
-            "stream {resource}: connecting to {target}",
-            resource=stream.resource,
-            target=stream.target,
-        )
+        if logs.trace:  # per stream, on the connect path: only built when asked for
+            self.log.debug(
+                "stream {resource}: connecting to {target}",
+                resource=stream.resource,
+                target=stream.target,
+            )
         factory = Factory.forProtocol(
             lambda: StreamProtocol(lambda proto: self._connected(stream, proto))
         )
