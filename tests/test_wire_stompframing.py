@@ -321,7 +321,18 @@ def test_byte_by_byte_many_frames_is_linear():
     parser = StompFrameParser("1.2")
     out = feed_all(parser, [data[i : i + 1] for i in range(len(data))])
     assert len(only_frames(out)) == 200
-    assert parser.scanned <= len(data)
+    # A head the one-go path could not take (here: not all there yet) is read once more
+    # by the line-by-line path: at most twice in all.
+    assert parser.scanned <= 2 * len(data)
+
+
+def test_crlf_heads_are_not_searched_past():
+    """A CRLF head is not plain: the one-go path must give up at its first CR, not search
+    on through the frames behind it for a blank LF line (up to max_head bytes per frame)."""
+    data = b"SEND\r\ndestination:/q\r\n\r\n\x00" * 5000
+    parser = StompFrameParser("1.2")
+    assert len(only_frames(parser.feed(data))) == 5000
+    assert parser.scanned <= 2 * len(data)
 
 
 # -- encoding ----------------------------------------------------------------

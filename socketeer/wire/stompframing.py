@@ -273,11 +273,15 @@ class StompFrameParser:
         """
         pos = self._pos
         limits = self.limits
-        end = buf.find(b"\n\n", pos, pos + limits.max_head)
-        if end < 0:
+        # Stop at the first CR too: a CRLF head has no blank LF line, and searching on
+        # through the frames behind it would cost max_head bytes per frame.
+        m = _HEAD_END.search(buf, pos, pos + limits.max_head)
+        if m is None or m.group() == b"\r":
+            self.scanned += (m.start() if m else min(len(buf), pos + limits.max_head)) - pos
             return False
+        end = m.start()
         head = bytes(buf[pos:end])
-        if b"\r" in head or b"\\" in head or not head.isascii():
+        if b"\\" in head or not head.isascii():
             return False
         lines = head.decode("ascii").split("\n")
         command = lines[0]
@@ -371,6 +375,9 @@ class StompFrameParser:
             self._held = True
         return frame
 
+
+#: Where a plain head ends (a blank line), or why it is not plain (a CR).
+_HEAD_END = re.compile(rb"\r|\n\n")
 
 #: Characters that STOMP escapes or forbids in a header (anything else goes as it is).
 _CARE = re.compile(r"[:\\\r\n]")
