@@ -28,6 +28,7 @@ def _idle(transport) -> bool:
         and not transport.TLS
         and transport.connected
         and not transport.disconnecting
+        and not transport._aborting
         and not transport._writeDisconnecting
         and not transport.dataBuffer
         and not transport._tempDataBuffer
