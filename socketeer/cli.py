@@ -423,6 +423,18 @@ def connect_config(config: Any, ss: Any, node_name: str) -> Any:
     )
 
 
+def _release_stdout(fd: int = 1) -> None:
+    """Close our end of whatever fd 1 is, keeping the descriptor itself valid."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 async def run_connect(reactor: Any, args: argparse.Namespace, err: IO[str]) -> int:
     from twisted.internet.defer import Deferred
     from twisted.internet.stdio import StandardIO
@@ -458,6 +470,13 @@ async def run_connect(reactor: Any, args: argparse.Namespace, err: IO[str]) -> i
     failure: list[str] = []
 
     class StdioStream(StreamProtocol):
+        def writeConnectionLost(self) -> None:
+            # The peer's EOF. Twisted stops writing stdout but keeps fd 1 open, so whoever
+            # reads it (ssh's ProxyCommand, a pipe) would see no EOF until we exit, unlike
+            # ``ssh -W``: point fd 1 at /dev/null, which closes our end of their pipe.
+            _release_stdout()
+            super().writeConnectionLost()
+
         def _maybe_done(self) -> None:
             super()._maybe_done()
             if self._read_closed and self._write_closed:
@@ -471,6 +490,14 @@ async def run_connect(reactor: Any, args: argparse.Namespace, err: IO[str]) -> i
                 ended.callback(None)
 
     proto = StdioStream(lambda p: stream)
+
+    def finished(_stream: Any) -> None:
+        # The stream ended (the peer's CLOSE, or it expired) after stdout had closed on the
+        # peer's EOF, with stdin still open: StandardIO will report nothing more.
+        if proto._write_closed:
+            proto.connectionLost(None)
+
+    stream.on_finish = finished
 
     def open_failed(stream: Any, reason: Any, message: str) -> None:
         failure.append(f"{reason.value}{': ' + message if message else ''}")

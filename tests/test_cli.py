@@ -285,6 +285,59 @@ class Shout(protocol.Protocol):
         pass
 
 
+class SayAndHalfClose(protocol.Protocol):
+    """Answers at once, then half-closes (and would go on reading)."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"bye")
+        self.transport.loseWriteConnection()
+
+
+class StdoutWatcher(Child):
+    """A child whose stdin stays open (as for ssh's ProxyCommand); says when stdout closed."""
+
+    def __init__(self) -> None:
+        super().__init__(b"", close_stdin=False)
+        self.stdout_closed: defer.Deferred = defer.Deferred()
+        #: The exit status (processEnded waits for our end of stdin too).
+        self.exited: defer.Deferred = defer.Deferred()
+
+    def childConnectionLost(self, fd: int) -> None:
+        if fd == 1 and not self.stdout_closed.called:
+            self.stdout_closed.callback(None)
+
+    def processExited(self, reason) -> None:
+        self.exited.callback(reason.value.exitCode)
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_stdout_ends_at_eof_and_the_command_at_close(relay, tmp_path):
+    """The target's EOF closes our stdout at once (as with ssh -W), while stdin stays open;
+    a CLOSE then (here: the sink shutting down) ends the command, although Twisted's
+    StandardIO, with stdout gone, reports nothing more by itself."""
+    ports: list = []
+    target = await listen(protocol.Factory.forProtocol(SayAndHalfClose), ports)
+    cfg = connect_config(tmp_path, relay)
+    child = StdoutWatcher()
+    args = [SOCKETEER, "connect", "-c", str(cfg), "127.0.0.1", str(target)]
+    reactor.spawnProcess(child, SOCKETEER, args, env=child_env(), path=str(ROOT))
+    try:
+        await child.stdout_closed.addTimeout(30, reactor)
+        assert bytes(child.out) == b"bye"
+        assert not child.exited.called
+        (stream,) = relay.sink_node.streams.values()
+        stream.shutdown()  # CLOSE to the command
+        code = await child.exited.addTimeout(30, reactor)
+        assert code == 0, bytes(child.err).decode()
+    finally:
+        if not child.exited.called:
+            child.transport.signalProcess("KILL")
+        child.transport.closeStdin()
+        await child.ended.addTimeout(30, reactor)
+        for p in ports:
+            await p.stopListening()
+
+
 def connect_config(tmp_path: Path, relay: Relay, name: str = "cli") -> Path:
     cfg = tmp_path / "client.properties"
     cfg.write_text(
