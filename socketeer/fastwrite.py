@@ -81,5 +81,6 @@ LARGE_READ = 256 * 1024
 
 
 def large_reads(transport) -> None:
+    """Read a whole data message at a time (any transport with a ``bufferSize``)."""
     if hasattr(transport, "bufferSize"):
         transport.bufferSize = LARGE_READ

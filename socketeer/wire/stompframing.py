@@ -268,8 +268,8 @@ class StompFrameParser:
 
         That is every frame Socketeer itself sends, and it saves a Python round per header
         line. Anything else (a head split across reads, CR, backslashes, non-ASCII, or
-        anything wrong) returns False untouched, and the line-by-line path below takes it,
-        with its precise errors.
+        anything wrong) returns False, having changed nothing but ``scanned``, and the
+        line-by-line path below takes it, with its precise errors.
         """
         pos = self._pos
         limits = self.limits
