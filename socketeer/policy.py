@@ -340,8 +340,30 @@ def _canonical_or_none(text: str) -> Host | None:
         return None
 
 
+class _Scoped:
+    """What every list entry shares: a profile, and the cluster/node it applies to."""
+
+    name: str
+    clusters: tuple[str, ...]
+    nodes: tuple[str, ...]
+
+    @property
+    def profile(self) -> str:
+        return self.name.partition(".")[0]
+
+    def applies(self, cluster: str, node: str) -> bool:
+        return (not self.clusters or cluster in self.clusters) and (
+            not self.nodes or node in self.nodes
+        )
+
+    def _describe(self, rule_id: str, *fields: tuple[str, str], empty: str = "") -> str:
+        scope = [("cluster", ",".join(self.clusters)), ("node", ",".join(self.nodes))]
+        shown = " ".join(f"{k}={v}" for k, v in (*scope, *fields) if v) or empty
+        return f"{rule_id} ({shown})"
+
+
 @dataclass(frozen=True)
-class Rule:
+class Rule(_Scoped):
     """One entry of an access list, whitelist or blacklist profile.
 
     Empty fields match anything. ``clusters``/``nodes`` name the node at the other end of
@@ -359,22 +381,12 @@ class Rule:
     def id(self) -> str:
         return f"{self.kind}.{self.name}"
 
-    @property
-    def profile(self) -> str:
-        return self.name.partition(".")[0]
-
     def describe(self) -> str:
-        fields = [
-            ("cluster", ",".join(self.clusters)),
-            ("node", ",".join(self.nodes)),
+        return self._describe(
+            self.id,
             ("host", ",".join(p.text for p in self.hosts)),
             ("port", ",".join(str(p) for p in self.ports)),
-        ]
-        return f"{self.id} ({' '.join(f'{k}={v}' for k, v in fields if v) or 'any'})"
-
-    def applies(self, cluster: str, node: str) -> bool:
-        return (not self.clusters or cluster in self.clusters) and (
-            not self.nodes or node in self.nodes
+            empty="any",
         )
 
     def matches_host(self, host: Host) -> bool:
@@ -385,7 +397,7 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class MapRule:
+class MapRule(_Scoped):
     """One maplist entry: targets matching ``orghosts``/``orgports`` go to ``maphost:mapport``.
 
     A missing ``maphost`` (or ``mapport``) keeps the original host (or port).
@@ -403,25 +415,17 @@ class MapRule:
     def id(self) -> str:
         return f"maplist.{self.name}"
 
-    @property
-    def profile(self) -> str:
-        return self.name.partition(".")[0]
-
     def describe(self) -> str:
-        fields = [
-            ("cluster", ",".join(self.clusters)),
-            ("node", ",".join(self.nodes)),
+        return self._describe(
+            self.id,
             ("orghost", ",".join(p.text for p in self.orghosts)),
             ("orgport", ",".join(str(p) for p in self.orgports)),
             ("maphost", self.maphost or ""),
             ("mapport", str(self.mapport or "")),
-        ]
-        return f"{self.id} ({' '.join(f'{k}={v}' for k, v in fields if v)})"
+        )
 
     def matches(self, host: Host | None, port: int, cluster: str, node: str) -> bool:
-        if self.clusters and cluster not in self.clusters:
-            return False
-        if self.nodes and node not in self.nodes:
+        if not self.applies(cluster, node):
             return False
         if self.orgports and not any(port in r for r in self.orgports):
             return False
