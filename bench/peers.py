@@ -501,7 +501,7 @@ class Socketeer(Peer):
 
 
 def seal_available(code: Path) -> bool:
-    """Whether the code under test seals messages with a codekey: ``socketeer.seal`` exists
+    """Whether the code under test seals messages with a codekey: ``socketeer.wire.seal`` exists
     and the service tree uses it (so ``codekey=`` in a channel URL is not silently ignored)."""
     seal = code / "socketeer" / "seal.py"
     tap = code / "socketeer" / "tap.py"

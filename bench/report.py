@@ -168,7 +168,7 @@ def render(results: dict) -> str:
     )
     if "codekey" not in (meta.get("notes") or {}):
         out.append(
-            "Sealed messages are in the code under test (``socketeer.seal``): the *codekey* "
+            "Sealed messages are in the code under test (``socketeer.wire.seal``): the *codekey* "
             "configurations seal every message with AES-256-GCM (``codekey=`` in the "
             "channel URL).\n"
         )

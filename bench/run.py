@@ -401,7 +401,7 @@ def choose_peers(code: Path, wanted: list[str] | None) -> tuple[list[P.Peer], di
         peers += [P.Socketeer("3p", True), P.Socketeer("3p", False), P.Socketeer("1p", True)]
     else:
         notes["codekey"] = (
-            "socketeer.seal is not in the code under test: Socketeer runs without a codekey"
+            "socketeer.wire.seal is not in the code under test: Socketeer runs without a codekey"
         )
         peers += [P.Socketeer("3p", False), P.Socketeer("1p", False)]
     if rabbit_missing:

@@ -29,10 +29,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
-from socketeer.broker import BrokerFactory
-from socketeer.config import parse_config
-from socketeer.router import Router
-from socketeer.source import FixedForwardFactory
+from socketeer.broker.protocol import BrokerFactory
+from socketeer.broker.router import Router
+from socketeer.config.load import parse_config
+from socketeer.source.forward import FixedForwardFactory
 from socketeer.tap import build_service
 
 CONFIG = """

@@ -1,7 +1,7 @@
-"""``python -m socketeer``: the ``socketeer`` command (see :mod:`socketeer.cli`)."""
+"""``python -m socketeer``: the ``socketeer`` command (see :mod:`socketeer.cli.main`)."""
 
 import sys
 
-from socketeer.cli import main
+from socketeer.cli.main import main
 
 sys.exit(main())

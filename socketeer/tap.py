@@ -18,20 +18,20 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from socketeer import __version__
-from socketeer.broker import BrokerFactory, broker_service
-from socketeer.channel import ChannelService
-from socketeer.config import Config, ConfigError, SourceSinkConfig, load_config
-from socketeer.frontend import ProxyFactory, ProxySettings
-from socketeer.memtune import tune_malloc
-from socketeer.node import Node
-from socketeer.operations import add_operations, add_readiness
+from socketeer.broker.protocol import BrokerFactory, broker_service
+from socketeer.broker.router import Router
+from socketeer.channel.client import ChannelService
+from socketeer.channel.tls import broker_tls_service
+from socketeer.config.load import Config, ConfigError, SourceSinkConfig, load_config
+from socketeer.config.security import channel_is_protected
+from socketeer.ops.memtune import tune_malloc
+from socketeer.ops.services import add_operations, add_readiness
 from socketeer.policy import EMPTY_POLICY, PolicyRef
-from socketeer.router import Router
-from socketeer.seal import Sealer, sealer_for
-from socketeer.security import channel_is_protected
-from socketeer.sink import Sink, system_address_resolver, system_resolver
-from socketeer.source import FixedForwardFactory
-from socketeer.tls import broker_tls_service
+from socketeer.sink.connect import Sink, system_address_resolver, system_resolver
+from socketeer.source.forward import FixedForwardFactory
+from socketeer.source.proxy import ProxyFactory, ProxySettings
+from socketeer.tunnel.node import Node
+from socketeer.wire.seal import Sealer, sealer_for
 from socketeer.wire.stompframing import StompLimits
 
 log = Logger(namespace="socketeer.tap")
@@ -257,7 +257,7 @@ def build_service(config: Config, reactor) -> SocketeerService:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    tune_malloc()  # our own process: keep relayed buffers for reuse (socketeer.memtune)
+    tune_malloc()  # our own process: keep relayed buffers for reuse (socketeer.ops.memtune)
     root = build_service(options["parsed"], reactor)
     add_readiness(root)  # systemd Type=notify: READY=1 once every node is connected
     path = os.path.abspath(options["config"])

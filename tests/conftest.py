@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from relayhelpers import Relay
+from support.relay import Relay
 
 
 @pytest_twisted.async_yield_fixture

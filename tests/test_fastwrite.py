@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from socketeer import fastwrite
 
-from relayhelpers import Collector, connect, listen
+from support.relay import Collector, connect, listen
 
 
 class Holder(protocol.Protocol):
@@ -156,7 +156,7 @@ async def test_no_delay_turns_nagle_off():
 async def test_every_relay_socket_is_tuned():
     """Broker, channel, and both local sockets of a stream: small messages leave at once
     (no Nagle), and a whole data message is read at once."""
-    from relayhelpers import Echo, Relay
+    from support.relay import Echo, Relay
 
     relay = Relay()
     await relay.start()

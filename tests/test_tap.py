@@ -11,11 +11,11 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from socketeer.config import parse_config
+from socketeer.config.load import parse_config
 from socketeer.tap import Options, build_service
 
-from relayhelpers import Collector, connect, listen
-from twistdproc import relay_properties
+from support.relay import Collector, connect, listen
+from support.twistd import relay_properties
 
 ROOT = Path(__file__).resolve().parent.parent
 

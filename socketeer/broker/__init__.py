@@ -1,0 +1,1 @@
+"""The embedded STOMP broker: connection protocol, routing, users and listeners."""

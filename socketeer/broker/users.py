@@ -1,0 +1,94 @@
+"""Who may use the embedded broker, and which destinations each login may use.
+
+Logins and passcodes come from ``socketeer.general.messagingserveruser.<login>=<passcode>``;
+a passcode is plain text or a ``pbkdf2-sha256$...`` hash
+(:func:`socketeer.passwords.hash_password`).
+With no user configured, any login is accepted (the broker then listens on loopback by
+default). Checking is constant-time and an unknown login costs as much as a known one. A
+hashed passcode costs one PBKDF2 run per CONNECT; after a login has succeeded once, its
+passcode is remembered as an HMAC under a random per-process key, so a node that reconnects
+does not pay (nor block the reactor for) the hash again.
+
+Destinations: ``socketeer.general.messagingserveruserdestinations.<login>=P1,P2,...`` limits
+what that login may SEND to and SUBSCRIBE to. A prefix ending in ``.`` or ``/`` allows every
+destination starting with it; any other prefix allows itself and what lies below it after a
+``.`` or ``/``: ``/topic/sisotopic.c`` allows ``/topic/sisotopic.c`` and
+``/topic/sisotopic.c.si`` but not ``/topic/sisotopic.c2``. So one broker can host several
+clusters (``/topic/<topic>.<cluster>``) without one cluster's credentials reaching another's
+destinations. A login without such a key may use every destination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable, Mapping
+
+from socketeer.passwords import hash_password, parse_stored, verify
+
+__all__ = ["BrokerAuth", "destination_allowed"]
+
+
+def destination_allowed(destination: str, prefixes: Iterable[str]) -> bool:
+    """True if ``destination`` is one of ``prefixes`` or lies below one of them."""
+    for prefix in prefixes:
+        if prefix.endswith((".", "/")):
+            if destination.startswith(prefix):
+                return True
+        elif destination == prefix or (
+            destination.startswith(prefix) and destination[len(prefix)] in "./"
+        ):
+            return True
+    return False
+
+
+class BrokerAuth:
+    """The broker's users (login -> stored passcode) and their destination prefixes."""
+
+    def __init__(
+        self,
+        users: Mapping[str, str] | None = None,
+        destinations: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
+        self._users = dict(users or {})
+        self._destinations = {k: tuple(v) for k, v in (destinations or {}).items()}
+        iterations = next(
+            (p[0] for p in map(parse_stored, self._users.values()) if p is not None), None
+        )
+        # What an unknown login is checked against: as costly as a real user's passcode.
+        self._no_user = (
+            hash_password(os.urandom(16).hex(), iterations=iterations)
+            if iterations is not None
+            else "\0no such user"
+        )
+        self._key = os.urandom(32)
+        self._verified: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"<BrokerAuth {len(self._users)} users, {len(self._destinations)} restricted>"
+
+    @property
+    def open(self) -> bool:
+        """No users configured: any login is accepted."""
+        return not self._users
+
+    def check(self, login: str | None, passcode: str | None) -> bool:
+        if not self._users:
+            return True
+        stored = self._users.get(login) if login is not None else None
+        given = passcode or ""
+        mac = hmac.new(self._key, given.encode("utf-8"), hashlib.sha256).digest()
+        known = self._verified.get(login) if stored is not None else None
+        if known is not None and hmac.compare_digest(known, mac):
+            return passcode is not None
+        ok = verify(stored if stored is not None else self._no_user, given)
+        if ok and stored is not None and passcode is not None:
+            self._verified[login] = mac
+            return True
+        return False
+
+    def allowed(self, login: str | None, destination: str) -> bool:
+        """May ``login`` send to / subscribe to ``destination``?"""
+        prefixes = self._destinations.get(login) if login is not None else None
+        return prefixes is None or destination_allowed(destination, prefixes)

@@ -1,0 +1,325 @@
+"""TLS for the channel (``stomp+ssl://``) and the embedded broker's TLS listener.
+
+Client side: :func:`client_endpoint` wraps a ``HostnameEndpoint`` in TLS built with
+``optionsForClientTLS`` (trust roots from ``cafile`` or the platform's store, an optional
+client certificate) and replaces the per-connection verification with one that checks, in
+order, the certificate chain (``ca``), the pinned sha256 fingerprint of the broker's
+certificate (``fingerprint``, when given) and the host name (``hostname``). With
+``verify=pin`` only the pin is checked: for a self-signed broker certificate, where the pin
+*is* the trust. Whatever fails, the channel logs one line saying which check failed (or, for
+a handshake the broker broke off, what it said) and ``ClientService`` reconnects with
+backoff. There is no fallback to plain TCP: a ``stomp+ssl`` channel speaks TLS or nothing.
+
+Server side: :func:`server_options` builds the context (certificate chain and key, TLS 1.2 or
+newer, and with a client CA, required client certificates) and :func:`tls_server_factory`
+wraps the broker factory in it, so a TLS listener can sit on any stream endpoint (tcp, tcp6,
+unix) next to, or instead of, the plain one.
+
+The configuration checks the files with :mod:`socketeer.config.tlsfiles` (which imports no Twisted)
+when it is loaded, so a bad file stops start-up with a located error instead of failing
+every connection. Nothing here imports the reactor.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from service_identity import CertificateError, VerificationError
+from service_identity.cryptography import (
+    verify_certificate_hostname,
+    verify_certificate_ip_address,
+)
+from twisted.internet import ssl
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IStreamClientEndpoint,
+)
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from socketeer.config.tlsfiles import (
+    TLSFileError,
+    _check_pair,
+    certificate_fingerprint,
+    normalize_fingerprint,
+    read_certificates,
+    read_private_key,
+)
+
+if TYPE_CHECKING:
+    from socketeer.channel.url import ChannelSpec
+
+__all__ = [
+    "TLSFileError",
+    "certificate_fingerprint",
+    "client_endpoint",
+    "normalize_fingerprint",
+    "read_certificates",
+    "read_private_key",
+    "server_options",
+    "tls_server_factory",
+]
+
+#: OpenSSL X509_V_ERR_* codes worth naming in a log line.
+_VERIFY_ERRORS = {
+    2: "unable to get issuer certificate",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in certificate chain",
+    20: "unable to get local issuer certificate (not signed by a trusted CA)",
+    21: "unable to verify the first certificate",
+    24: "invalid CA certificate",
+    26: "unsupported certificate purpose",
+}
+
+
+# -- client ------------------------------------------------------------------------------
+
+
+class _Verifier:
+    """The checks of one channel's TLS connections; remembers why a connection failed."""
+
+    def __init__(self, host: str, pin: str | None, pin_only: bool) -> None:
+        self.host = host
+        self.pin = pin
+        self.pin_only = pin_only
+        self.is_ip = _is_ip(host)
+        self._failures: weakref.WeakKeyDictionary[Any, tuple[str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def failure(self, tls_protocol: Any) -> tuple[str, str] | None:
+        return self._failures.get(tls_protocol)
+
+    def callback_for(self, tls_protocol: Any):
+        ref = weakref.ref(tls_protocol)
+
+        def verify(conn, cert, err: int, depth: int, ok: int) -> bool:
+            try:
+                problem = self._check(cert, err, depth, bool(ok))
+            except Exception as e:  # never let an exception escape into OpenSSL
+                problem = ("internal", f"{type(e).__name__} while verifying")
+            if problem is None:
+                return True
+            proto = ref()
+            if proto is not None and proto not in self._failures:
+                self._failures[proto] = problem
+            return False
+
+        return verify
+
+    def _check(self, cert, err: int, depth: int, ok: bool) -> tuple[str, str] | None:
+        if self.pin_only:
+            if depth != 0:
+                return None
+        elif not ok:
+            reason = _VERIFY_ERRORS.get(err, f"OpenSSL verify error {err}")
+            return ("ca", f"certificate chain not trusted at depth {depth}: {reason}")
+        elif depth != 0:
+            return None
+        leaf = cert.to_cryptography()
+        if self.pin is not None:
+            actual = certificate_fingerprint(leaf)
+            if actual != self.pin:
+                return ("fingerprint", f"sha256 fingerprint {actual} is not the pinned {self.pin}")
+        if not self.pin_only:
+            try:
+                if self.is_ip:
+                    verify_certificate_ip_address(leaf, self.host)
+                else:
+                    verify_certificate_hostname(leaf, self.host)
+            except (VerificationError, CertificateError):
+                return ("hostname", f"certificate is for {_names(leaf)}, not {self.host}")
+        return None
+
+
+def _names(cert: x509.Certificate) -> str:
+    """The names a certificate is valid for, for a log line."""
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "no subjectAltName (the common name is not used)"
+    names = [f"DNS:{n}" for n in alt.get_values_for_type(x509.DNSName)]
+    names += [f"IP:{n}" for n in alt.get_values_for_type(x509.IPAddress)]
+    return ", ".join(names) or "no DNS or IP name"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _ChannelCreator:
+    """optionsForClientTLS plus our verification, per connection."""
+
+    def __init__(self, options: Any, verifier: _Verifier) -> None:
+        self._options = options
+        self.verifier = verifier
+
+    def clientConnectionForTLS(self, tls_protocol: Any):
+        connection = self._options.clientConnectionForTLS(tls_protocol)
+        connection.set_verify(
+            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
+            self.verifier.callback_for(tls_protocol),
+        )
+        return connection
+
+
+def _openssl_identity(cert_path: str, key_path: str) -> dict[str, Any]:
+    """CertificateOptions arguments for a certificate chain and key (cryptography objects)."""
+    certs = read_certificates(cert_path)
+    key = read_private_key(key_path)
+    _check_pair(certs[0], key, cert_path, key_path)
+    return {"certificate": certs[0], "privateKey": key, "extraCertChain": certs[1:]}
+
+
+def client_creator(spec: ChannelSpec):
+    """The IOpenSSLClientConnectionCreator for a ``stomp+ssl`` channel (files read now)."""
+    cafile = spec.option("cafile")
+    if cafile:
+        trust = ssl.trustRootFromCertificates(
+            [ssl.Certificate(c) for c in _openssl_certs(read_certificates(cafile, "CA file"))]
+        )
+    else:
+        trust = ssl.platformTrust()
+    extra: dict[str, Any] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+    certfile = spec.option("certfile")
+    if certfile:
+        extra.update(_openssl_identity(certfile, spec.option("keyfile") or certfile))
+    options = ssl.optionsForClientTLS(spec.host, trust, extraCertificateOptions=extra)
+    fingerprint = spec.option("fingerprint")
+    pin = normalize_fingerprint(fingerprint) if fingerprint else None
+    verifier = _Verifier(spec.host, pin, spec.option("verify") == "pin")
+    return _ChannelCreator(options, verifier)
+
+
+def _openssl_certs(certs: list[x509.Certificate]) -> list[Any]:
+    return [crypto.X509.from_cryptography(c) for c in certs]
+
+
+def client_endpoint(reactor: Any, spec: ChannelSpec, timeout: float):
+    """A client endpoint that speaks TLS to the broker and reports why TLS failed."""
+    creator = client_creator(spec)
+    inner = wrapClientTLS(creator, HostnameEndpoint(reactor, spec.host, spec.port, timeout=timeout))
+    return _ReportingEndpoint(inner, creator.verifier, f"{spec.host}:{spec.port}")
+
+
+@implementer(IStreamClientEndpoint)
+class _ReportingEndpoint:
+    """Connects through TLS; the caller gets its own protocol back, as with any endpoint."""
+
+    def __init__(self, inner: Any, verifier: _Verifier, broker: str) -> None:
+        self._inner = inner
+        self._verifier = verifier
+        self._broker = broker
+
+    def __repr__(self) -> str:
+        return f"<TLS endpoint {self._broker}>"
+
+    def connect(self, factory: Any):
+        wrapped = _ReportingFactory(factory, self._verifier, self._broker)
+        return self._inner.connect(wrapped).addCallback(lambda proto: proto.wrappedProtocol)
+
+
+@implementer(IHandshakeListener)
+class _ReportingProtocol(ProtocolWrapper):
+    """Sits between TLS and the channel protocol; logs one line when TLS fails."""
+
+    log = Logger(namespace="socketeer.channel.tls")
+    handshake_done = False
+
+    def handshakeCompleted(self) -> None:
+        self.handshake_done = True
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        factory: _ReportingFactory = self.factory
+        problem = factory.verifier.failure(self.transport)
+        if problem is None and reason is not None and reason.check(SSL.Error):
+            problem = ("handshake", _explain(_ssl_error_text(reason.value)))
+        elif problem is None and not self.handshake_done:
+            detail = reason.getErrorMessage() if reason is not None else "closed"
+            if reason is None or reason.check(ConnectionDone):
+                detail = "the broker closed the connection"
+            problem = ("handshake", f"{detail} during the TLS handshake (does it speak TLS?)")
+        if problem is not None:
+            check, detail = problem
+            self.log.error(
+                "channel TLS to {broker} failed ({check} check): {detail}; will reconnect",
+                broker=factory.broker,
+                check=check,
+                detail=detail,
+            )
+        super().connectionLost(reason)
+
+
+class _ReportingFactory(WrappingFactory):
+    protocol = _ReportingProtocol
+    noisy = False  # one factory per connection attempt: no "Starting factory" lines
+
+    def __init__(self, wrapped: Any, verifier: _Verifier, broker: str) -> None:
+        super().__init__(wrapped)
+        self.verifier = verifier
+        self.broker = broker
+
+
+def _explain(text: str) -> str:
+    if ("alert" in text and "certificate" in text) or "unknown ca" in text:
+        return f"the broker refused our client certificate (or its absence): {text}"
+    if "wrong version number" in text or "packet length" in text:
+        return f"{text} (does the broker speak TLS on this port?)"
+    return f"TLS error: {text}"
+
+
+def _ssl_error_text(error: Exception) -> str:
+    """OpenSSL's reasons from an SSL.Error, e.g. 'tlsv13 alert certificate required'."""
+    try:
+        reasons = [entry[2] for entry in error.args[0] if len(entry) >= 3 and entry[2]]
+    except (IndexError, TypeError):
+        reasons = []
+    return "; ".join(reasons) or str(error) or type(error).__name__
+
+
+# -- server ------------------------------------------------------------------------------
+
+
+def server_options(cert_path: str, key_path: str, client_ca: str | None = None):
+    """TLS server context options for the broker; with ``client_ca``, client certs required."""
+    identity = _openssl_identity(cert_path, key_path)
+    kwargs: dict[str, Any] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+    if client_ca:
+        kwargs.update(
+            verify=True,
+            requireCertificate=True,
+            caCerts=_openssl_certs(read_certificates(client_ca, "client CA file")),
+        )
+    return ssl.CertificateOptions(**identity, **kwargs)
+
+
+def tls_server_factory(options: Any, factory: Any):
+    """``factory`` behind TLS: the protocol factory for a TLS listener."""
+    return TLSMemoryBIOFactory(options, False, factory)
+
+
+def broker_tls_service(settings: Any, factory: Any, reactor: Any):
+    """The broker's TLS listener service (``settings``: a security.BrokerTLSConfig)."""
+    from socketeer.broker.protocol import broker_service
+
+    options = server_options(settings.cert, settings.key, settings.client_ca)
+    return broker_service(settings.listen, tls_server_factory(options, factory), reactor)

@@ -1,0 +1,1 @@
+"""The ``socketeer`` command."""

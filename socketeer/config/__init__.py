@@ -1,0 +1,1 @@
+"""Configuration: the properties file read into a frozen Config (imports no Twisted)."""

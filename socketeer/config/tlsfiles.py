@@ -1,0 +1,89 @@
+"""Certificate and key files for TLS, and certificate fingerprints: ``cryptography`` only.
+
+The configuration checks TLS files with these when it is loaded (it must not import
+Twisted); :mod:`socketeer.channel.tls` uses them to build the real contexts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+__all__ = [
+    "TLSFileError",
+    "certificate_fingerprint",
+    "check_key_pair",
+    "normalize_fingerprint",
+    "read_certificates",
+    "read_private_key",
+]
+
+_MAX_PEM = 1024 * 1024
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+class TLSFileError(ValueError):
+    """A certificate or key file cannot be used; the message names the file, not its content."""
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_PEM + 1)
+    except OSError as e:
+        raise TLSFileError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if len(data) > _MAX_PEM:
+        raise TLSFileError(f"{what} {path} is larger than {_MAX_PEM} bytes")
+    return data
+
+
+def read_certificates(path: str, what: str = "certificate file") -> list[x509.Certificate]:
+    """Every PEM certificate in ``path`` (at least one), in file order."""
+    data = _read(path, what)
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise TLSFileError(f"{what} {path} holds no PEM certificate") from None
+    return certs
+
+
+def read_private_key(path: str, what: str = "key file"):
+    """The PEM private key in ``path`` (unencrypted)."""
+    data = _read(path, what)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise TLSFileError(
+            f"{what} {path} is encrypted; a key without passphrase is needed"
+        ) from None
+    except ValueError:
+        raise TLSFileError(f"{what} {path} holds no PEM private key") from None
+
+
+def _check_pair(cert: x509.Certificate, key: Any, cert_path: str, key_path: str) -> None:
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if cert.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
+        raise TLSFileError(f"the key in {key_path} does not match the certificate in {cert_path}")
+
+
+def check_key_pair(cert_path: str, key_path: str) -> None:
+    """Raise TLSFileError unless ``cert_path`` and ``key_path`` make a usable identity."""
+    certs = read_certificates(cert_path)
+    key = read_private_key(key_path)
+    _check_pair(certs[0], key, cert_path, key_path)
+
+
+def normalize_fingerprint(text: str) -> str | None:
+    """A sha256 fingerprint as 64 lower-case hex digits (colons allowed), or None if invalid."""
+    value = text.replace(":", "").strip().lower()
+    return value if _HEX64.match(value) else None
+
+
+def certificate_fingerprint(cert: x509.Certificate) -> str:
+    """The sha256 fingerprint of a certificate's DER encoding, 64 lower-case hex digits."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()

@@ -1,0 +1,1 @@
+"""Operations: the status server, metrics, systemd readiness and process tuning."""

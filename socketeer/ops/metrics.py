@@ -1,0 +1,149 @@
+"""Prometheus metrics: a collector that reads the nodes' counters at scrape time.
+
+Every series carries ``cluster`` and ``node`` labels (one node per sourcesink). The counters
+come from each node's ``stats`` plus its live streams, so nothing is counted twice and nothing
+on the data path changes when metrics are on:
+
+=========================================== ==============================================
+``socketeer_streams_opened_total``          streams started (open now, closed or failed)
+``socketeer_streams_closed_total``          streams that ended after opening
+``socketeer_streams_failed_total{reason}``  streams that could not open, by reason
+                                            (``refused``, ``denied``, ``timeout``, ...)
+``socketeer_streams_expired_total``         streams ended because their peer went silent
+``socketeer_streams{phase}``                streams now ``opening`` or ``open``
+``socketeer_relayed_bytes_total{direction}`` payload bytes: ``out`` (read from local
+                                            sockets, sent to peers), ``in`` (written to them)
+``socketeer_messages_total{direction}``     tunnel messages sent (``out``) and received
+``socketeer_messages_dropped_total{reason}`` malformed, foreign, unknown-stream, unsealed,
+                                            forged (``seal-auth``), replayed, stale, ...
+``socketeer_denied_total{rule}``            connections and streams refused by a rule
+``socketeer_channel_connected``             1 while the node's broker connection is up
+``socketeer_channel_connects_total``        successful broker connections (and subscribes)
+``socketeer_channel_reconnects_total``      the same, less the first
+``socketeer_peer_rtt_seconds{peer}``        last measured ping round trip to a peer node
+``socketeer_peer_last_seen_timestamp_seconds{peer}`` when a peer node was last heard from
+``socketeer_events_total{event}``           every other node counter (pongs, ...)
+``socketeer_broker_connections``            clients of the embedded broker
+``socketeer_info{version}``                 always 1
+=========================================== ==============================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["SocketeerCollector"]
+
+_LABELS = ["cluster", "node"]
+#: Node counters that have a metric of their own (the rest go to socketeer_events_total).
+_MAPPED_PREFIXES = ("open-failed:", "denied:", "seal-")
+_MAPPED = frozenset(
+    {
+        "streams-opened",
+        "streams-closed",
+        "streams-expired",
+        "bytes-out",
+        "bytes-in",
+        "messages-out",
+        "messages-in",
+        "channel-connects",
+        "malformed",
+        "foreign",
+        "unknown-stream",
+        "dropped-unconnected",
+    }
+)
+
+
+class SocketeerCollector(Collector):
+    """Turns a status snapshot (:func:`socketeer.ops.status.snapshot`) into metric families."""
+
+    def __init__(self, report: Callable[[], dict[str, Any]]) -> None:
+        self._report = report
+
+    def describe(self) -> list[Metric]:
+        """Every family this collector may yield (``?name[]=`` selects among them)."""
+        empty = {"version": "", "time": 0, "nodes": [], "broker": {"connections": 0}}
+        return list(self._families(empty))
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self._report())
+
+    def _families(self, snap: dict[str, Any]) -> Iterator[Metric]:
+
+        def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> CounterMetricFamily:
+            return CounterMetricFamily(name, doc, labels=[*_LABELS, *extra])
+
+        def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=[*_LABELS, *extra])
+
+        info = GaugeMetricFamily(
+            "socketeer_info", "Socketeer build information", labels=["version"]
+        )
+        info.add_metric([snap["version"]], 1)
+        yield info
+
+        opened = counter("socketeer_streams_opened", "Streams started")
+        closed = counter("socketeer_streams_closed", "Streams that ended after opening")
+        failed = counter("socketeer_streams_failed", "Streams that could not open", ("reason",))
+        expired = counter("socketeer_streams_expired", "Streams ended by a silent peer")
+        live = gauge("socketeer_streams", "Streams now opening or open", ("phase",))
+        relayed = counter("socketeer_relayed_bytes", "Payload bytes relayed", ("direction",))
+        messages = counter("socketeer_messages", "Tunnel messages", ("direction",))
+        dropped = counter("socketeer_messages_dropped", "Messages dropped, by reason", ("reason",))
+        denied = counter("socketeer_denied", "Connections and streams refused, by rule", ("rule",))
+        connected = gauge("socketeer_channel_connected", "1 while the broker connection is up")
+        connects = counter("socketeer_channel_connects", "Broker connections made")
+        reconnects = counter("socketeer_channel_reconnects", "Broker connections after the first")
+        rtt = gauge("socketeer_peer_rtt_seconds", "Last ping round trip to a peer", ("peer",))
+        seen = gauge(
+            "socketeer_peer_last_seen_timestamp_seconds", "When a peer was last heard", ("peer",)
+        )
+        events = counter("socketeer_events", "Other node counters", ("event",))
+
+        now = snap["time"]
+        for n in snap["nodes"]:
+            who = [n["cluster"], n["node"]]
+            t = n["totals"]
+            opened.add_metric(who, t["streams_opened"])
+            closed.add_metric(who, t["streams_closed"])
+            for reason, count in sorted(t["streams_failed"].items()):
+                failed.add_metric([*who, reason], count)
+            expired.add_metric(who, t["streams_expired"])
+            phases = {"opening": 0, "open": 0}
+            for s in n["streams"]:
+                phases[s["phase"]] = phases.get(s["phase"], 0) + 1
+            for phase, count in phases.items():
+                live.add_metric([*who, phase], count)
+            relayed.add_metric([*who, "out"], t["bytes_out"])
+            relayed.add_metric([*who, "in"], t["bytes_in"])
+            messages.add_metric([*who, "out"], t["messages_out"])
+            messages.add_metric([*who, "in"], t["messages_in"])
+            for reason, count in sorted(n["dropped"].items()):
+                dropped.add_metric([*who, reason], count)
+            for rule, count in sorted(n["denials"].items()):
+                denied.add_metric([*who, rule], count)
+            ch = n["channel"]
+            connected.add_metric(who, 1 if ch["connected"] else 0)
+            connects.add_metric(who, ch["connects"])
+            reconnects.add_metric(who, ch["reconnects"])
+            for p in n["peers"]:
+                if p["rtt"] is not None:
+                    rtt.add_metric([*who, p["node"]], p["rtt"])
+                seen.add_metric([*who, p["node"]], now - p["last_heard"])
+            for key, count in sorted(n["counters"].items()):
+                if key not in _MAPPED and not key.startswith(_MAPPED_PREFIXES):
+                    events.add_metric([*who, key], count)
+
+        yield from (opened, closed, failed, expired, live, relayed, messages, dropped, denied)
+        yield from (connected, connects, reconnects, rtt, seen, events)
+        if snap.get("broker") is not None:
+            broker = GaugeMetricFamily(
+                "socketeer_broker_connections", "Clients of the embedded broker"
+            )
+            broker.add_metric([], snap["broker"]["connections"])
+            yield broker

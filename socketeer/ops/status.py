@@ -1,0 +1,466 @@
+"""The status server: ``/metrics`` for Prometheus and ``/status`` as JSON or a small HTML page.
+
+Off by default; ``socketeer.general.statusserverenabled=true`` turns it on (see
+:mod:`socketeer.config.status` for the keys). Everything shown is read at request time from the
+running nodes, so nothing here sits on the data path:
+
+* ``/status``: every sourcesink's node, its channel (connected, reconnects, the broker in
+  use out of a failover list), its peers (last heard, last pong, round-trip time), its open
+  streams (client, target, bytes each way, age, window), denials by rule and dropped or
+  forged messages. JSON unless the client prefers ``text/html`` (a browser); ``?format=json``
+  or ``?format=html`` decides explicitly.
+* ``/metrics``: the same numbers as Prometheus counters and gauges (:mod:`socketeer.ops.metrics`).
+
+While the status server runs, each node broadcasts a ping to its cluster every
+:data:`PING_INTERVAL` seconds, so that peers and their round-trip times are known even when
+no stream is open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from socketeer import __version__
+from socketeer.channel.url import Secret
+from socketeer.passwords import verify
+from socketeer.tunnel.node import Node
+
+__all__ = ["PING_INTERVAL", "StatusService", "node_report", "snapshot"]
+
+#: Seconds between the broadcast pings that keep peers' round-trip times fresh.
+PING_INTERVAL = 15.0
+#: Counters that mean a message was dropped (besides ``seal-*``: forged, replayed, stale).
+DROPPED = ("malformed", "foreign", "unknown-stream", "dropped-unconnected")
+
+
+def _role(ss: Any) -> str:
+    roles = []
+    if ss is not None and ss.spawning_sink:
+        roles.append("sink")
+    if ss is not None and ss.is_source:
+        roles.append("proxy" if ss.proxy is not None else "forward")
+    return "+".join(roles) or "node"
+
+
+def _broker_name(spec: Any) -> str | None:
+    return None if spec is None else f"{spec.host}:{spec.port}"
+
+
+def channel_report(node: Node, channel: Any) -> dict[str, Any]:
+    """Where the node's channel goes and whether it is up."""
+    spec = getattr(channel, "spec", None)
+    link = node._link  # the ChannelProtocol in use: it knows which broker it reached
+    current = getattr(link, "spec", None)
+    connects = node.stats["channel-connects"]
+    return {
+        "connected": node.connected,
+        "congested": node.connected and node.channel_paused,
+        "broker": _broker_name(current),
+        "brokers": [_broker_name(b) for b in spec.brokers] if spec is not None else [],
+        "url": spec.redacted() if spec is not None else None,
+        "connects": connects,
+        "reconnects": max(connects - 1, 0),
+    }
+
+
+def node_report(sid: str, node: Node, ss: Any, channel: Any, now: float) -> dict[str, Any]:
+    """One sourcesink's node as plain data (the ``/status`` JSON's ``nodes`` items)."""
+    stats = node.stats
+    peers = []
+    for name, (heard, incarnation) in sorted(node._peers.items()):
+        pong = node.peer_rtt.get(name)
+        peers.append(
+            {
+                "node": name,
+                "incarnation": incarnation,
+                "last_heard": round(now - heard, 3),
+                "last_pong": None if pong is None else round(now - pong[0], 3),
+                "rtt": None if pong is None else round(pong[1], 6),
+            }
+        )
+    streams = [
+        {
+            "id": s.resource,
+            "peer": s.peer,
+            "client": s.client or s.peer,
+            "target": s.target,
+            "phase": s.phase.value,
+            "sent": s.sent,
+            "received": s.delivered,
+            "age": round(now - s.started, 3),
+            "window": s.window,
+            "unacknowledged": s.unacknowledged,
+        }
+        for s in sorted(node.streams.values(), key=lambda s: s.started)
+    ]
+    live_sent = sum(s["sent"] for s in streams)
+    live_received = sum(s["received"] for s in streams)
+    failed = {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("open-failed:")}
+    return {
+        "id": sid,
+        "cluster": node.cluster,
+        "node": node.name,
+        "role": _role(ss),
+        "peernode": getattr(ss, "peernode", None),
+        "incarnation": node.incarnation,
+        "channel": channel_report(node, channel),
+        "peers": peers,
+        "streams": streams,
+        "totals": {
+            "streams_open": len(streams),
+            "streams_opened": len(streams) + stats["streams-closed"] + sum(failed.values()),
+            "streams_closed": stats["streams-closed"],
+            "streams_failed": failed,
+            "streams_expired": stats["streams-expired"],
+            "bytes_out": stats["bytes-out"] + live_sent,
+            "bytes_in": stats["bytes-in"] + live_received,
+            "messages_out": stats["messages-out"],
+            "messages_in": stats["messages-in"],
+        },
+        "denials": {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("denied:")},
+        "dropped": {
+            k: v for k, v in stats.items() if (k in DROPPED or k.startswith("seal-")) and v
+        },
+        "counters": dict(sorted(stats.items())),
+    }
+
+
+def _child(parent: Any, name: str) -> Any:
+    try:
+        return parent.getServiceNamed(name)
+    except (KeyError, AttributeError):
+        return None
+
+
+def snapshot(root: Any, config: Any, clock: Any, started: float) -> dict[str, Any]:
+    """Everything ``/status`` shows, as plain data."""
+    now = clock.seconds()
+    by_id = {ss.id: ss for ss in config.sourcesinks} if config is not None else {}
+    broker = _child(root, "broker") or _child(root, "broker-tls")
+    factory = getattr(broker, "factory", None)
+    nodes = []
+    for sid, node in root.nodes.items():
+        channel = _child(_child(root, f"sourcesink-{sid}"), "channel")
+        nodes.append(node_report(sid, node, by_id.get(sid), channel, now))
+    return {
+        "version": __version__,
+        "time": now,
+        "uptime": round(now - started, 3),
+        "config": getattr(config, "path", None),
+        "broker": None
+        if factory is None
+        else {"connections": len(getattr(factory, "connections", ()))},
+        "nodes": nodes,
+    }
+
+
+# -- HTML --------------------------------------------------------------------------------
+
+_STYLE = (
+    "body{font-family:sans-serif;margin:1.5em;color:#222}"
+    "table{border-collapse:collapse;margin:.4em 0 1em}"
+    "th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-size:90%}"
+    "th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}"
+    ".up{color:#070}.down{color:#b00}"
+)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def human_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 1:
+        return f"{s * 1000:.1f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]], numeric: set[int]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="n">{e(str(v))}</td>' if i in numeric else f"<td>{e(str(v))}</td>"
+            for i, v in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _counts(title: str, counts: Mapping[str, int]) -> str:
+    if not counts:
+        return ""
+    items = ", ".join(f"{html.escape(k)}: {v}" for k, v in sorted(counts.items()))
+    return f"<p><b>{html.escape(title)}</b>: {items}</p>"
+
+
+def render_html(snap: Mapping[str, Any]) -> str:
+    """The ``/status`` page: one section per node, refreshed every 5 seconds."""
+    e = html.escape
+    parts = [
+        '<!doctype html><html><head><meta charset="utf-8">'
+        '<meta http-equiv="refresh" content="5"><title>Socketeer status</title>'
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>Socketeer {e(snap['version'])}</h1>",
+        f"<p>up {e(human_seconds(snap['uptime']))}"
+        + (f"; configuration {e(snap['config'])}" if snap.get("config") else "")
+        + (
+            f"; embedded broker: {snap['broker']['connections']} connections"
+            if snap.get("broker")
+            else ""
+        )
+        + '; <a href="status?format=json">JSON</a>, <a href="metrics">metrics</a></p>',
+    ]
+    for n in snap["nodes"]:
+        ch, t = n["channel"], n["totals"]
+        state = (
+            f'<span class="up">connected to {e(ch["broker"] or "?")}</span>'
+            if ch["connected"]
+            else '<span class="down">not connected</span>'
+        )
+        brokers = ", ".join(b for b in ch["brokers"] if b)
+        parts.append(
+            f"<h2>{e(n['id'])}: {e(n['cluster'])}/{e(n['node'])} ({e(n['role'])})</h2>"
+            f"<p>channel {state}; {ch['reconnects']} reconnects; brokers: {e(brokers)}</p>"
+            f"<p>streams: {t['streams_open']} open, {t['streams_opened']} opened, "
+            f"{t['streams_closed']} closed; {e(human_bytes(t['bytes_out']))} out, "
+            f"{e(human_bytes(t['bytes_in']))} in; messages {t['messages_out']} out, "
+            f"{t['messages_in']} in</p>"
+        )
+        parts.append(_counts("open failures", t["streams_failed"]))
+        parts.append(_counts("denials by rule", n["denials"]))
+        parts.append(_counts("dropped messages", n["dropped"]))
+        if n["peers"]:
+            parts.append(
+                _table(
+                    ("peer", "last heard", "last pong", "round trip"),
+                    (
+                        (
+                            p["node"],
+                            human_seconds(p["last_heard"]) + " ago",
+                            "-"
+                            if p["last_pong"] is None
+                            else human_seconds(p["last_pong"]) + " ago",
+                            human_seconds(p["rtt"]),
+                        )
+                        for p in n["peers"]
+                    ),
+                    {1, 2, 3},
+                )
+            )
+        if n["streams"]:
+            parts.append(
+                _table(
+                    ("stream", "client", "target", "phase", "out", "in", "age", "window"),
+                    (
+                        (
+                            s["id"],
+                            s["client"],
+                            s["target"],
+                            s["phase"],
+                            human_bytes(s["sent"]),
+                            human_bytes(s["received"]),
+                            human_seconds(s["age"]),
+                            human_bytes(s["window"]),
+                        )
+                        for s in n["streams"]
+                    ),
+                    {4, 5, 6, 7},
+                )
+            )
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+# -- the web resources -------------------------------------------------------------------
+
+
+def _wants_html(request: server.Request) -> bool:
+    fmt = request.args.get(b"format", [b""])[0]
+    if fmt:
+        return fmt == b"html"
+    accept = (request.getHeader("accept") or "").lower()
+    return "text/html" in accept
+
+
+class StatusResource(resource.Resource):
+    """``/status``: the snapshot as JSON, or as HTML for a browser."""
+
+    isLeaf = True
+
+    def __init__(self, report) -> None:
+        super().__init__()
+        self._report = report
+
+    def render_GET(self, request: server.Request) -> bytes:
+        snap = self._report()
+        request.setHeader("cache-control", "no-store")
+        if _wants_html(request):
+            request.setHeader("content-type", "text/html; charset=utf-8")
+            return render_html(snap).encode("utf-8")
+        request.setHeader("content-type", "application/json")
+        return json.dumps(snap, indent=1).encode("utf-8") + b"\n"
+
+
+class MetricsResource(resource.Resource):
+    """``/metrics``: a registry in the Prometheus (or OpenMetrics) text format.
+
+    ``prometheus_client.twisted.MetricsResource`` would render in the global reactor's
+    thread pool; our collectors read live node state, which only the reactor thread may
+    touch, so this renders in the reactor thread (a scrape takes well under a millisecond
+    per hundred streams).
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: server.Request) -> bytes:
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(request.getHeader("accept") or "")
+        registry = self._registry
+        names = [n.decode("utf-8", "replace") for n in request.args.get(b"name[]", [])]
+        if names:
+            registry = registry.restricted_registry(names)
+        request.setHeader("content-type", content_type)
+        return encoder(registry)
+
+
+class _Index(resource.Resource):
+    def render_GET(self, request: server.Request) -> bytes:
+        request.redirect(b"status")
+        return b""
+
+
+class _Unauthorized(resource.Resource):
+    isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        request.setResponseCode(401)
+        request.setHeader("www-authenticate", 'Basic realm="socketeer status"')
+        request.setHeader("content-type", "text/plain")
+        return b"authentication required\n"
+
+
+class StatusSite(server.Site):
+    """The status server's site: HTTP basic authentication when users are configured, and
+    no access log (a Prometheus scrape every few seconds would drown the useful lines)."""
+
+    def __init__(self, root: resource.Resource, users: Mapping[str, Secret], reactor) -> None:
+        super().__init__(root, reactor=reactor)
+        self._users = dict(users)
+        self._verified: dict[bytes, None] = {}  # digests of credentials that passed
+
+    def log(self, request: server.Request) -> None:
+        pass
+
+    def authorized(self, request: server.Request) -> bool:
+        if not self._users:
+            return True
+        login = request.getUser().decode("utf-8", "replace")
+        password = request.getPassword().decode("utf-8", "replace")
+        stored = self._users.get(login)
+        if stored is None:
+            return False
+        # A pbkdf2 hash costs ~0.1 s to check: remember credentials that passed.
+        digest = hashlib.sha256(f"{login}\0{password}\0{stored.value}".encode()).digest()
+        if digest in self._verified:
+            return True
+        if not verify(stored.value, password):
+            return False
+        if len(self._verified) >= 64:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[digest] = None
+        return True
+
+    def getResourceFor(self, request: server.Request) -> resource.Resource:
+        if not self.authorized(request):
+            return _Unauthorized()
+        return super().getResourceFor(request)
+
+
+class StatusService(MultiService):
+    """The status listener, and the broadcast pings that keep peers' round trips known."""
+
+    log = Logger()
+
+    def __init__(self, root: Any, config: Any, reactor, *, ping_interval: float = PING_INTERVAL):
+        super().__init__()
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.gc_collector import GCCollector
+        from prometheus_client.platform_collector import PlatformCollector
+        from prometheus_client.process_collector import ProcessCollector
+
+        from socketeer.ops.metrics import SocketeerCollector
+
+        self.root = root
+        self.config = config
+        self.clock = reactor
+        self.started = reactor.seconds()
+        self.ping_interval = ping_interval
+        #: This service's own registry (not prometheus_client's global one).
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.registry.register(SocketeerCollector(self.report))
+        top = resource.Resource()
+        top.putChild(b"", _Index())
+        top.putChild(b"status", StatusResource(self.report))
+        top.putChild(b"metrics", MetricsResource(self.registry))
+        self.site = StatusSite(top, config.status.users, reactor)
+        listener = strports.service(config.status.listen, self.site, reactor=reactor)
+        listener.setName("listener")
+        listener.setServiceParent(self)
+        self._pinger: LoopingCall | None = None
+
+    def report(self) -> dict[str, Any]:
+        return snapshot(self.root, self.config, self.clock, self.started)
+
+    def ping_peers(self) -> None:
+        """Every connected node asks its whole cluster for a pong."""
+        for node in self.root.nodes.values():
+            if node.connected:
+                node.ping()
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.info("status server on {listen}", listen=self.config.status.listen)
+        if self.ping_interval > 0:
+            self._pinger = LoopingCall(self.ping_peers)
+            self._pinger.clock = self.clock
+            self._pinger.start(self.ping_interval, now=False)
+        for node in self.root.nodes.values():  # a first round trip as soon as each is up
+            node.when_ready().addCallback(lambda n: n.ping())
+
+    def stopService(self):
+        if self._pinger is not None and self._pinger.running:
+            self._pinger.stop()
+        self._pinger = None
+        return super().stopService()

@@ -1,0 +1,77 @@
+"""Proxy users: checking a username and password against an authorisation profile.
+
+Passwords in the properties file are either plain text or a PBKDF2 hash written as
+``pbkdf2-sha256$<iterations>$<salt, base64>$<hash, base64>`` (``hash_password`` makes one),
+so a leaked configuration file need not leak the passwords. Comparison is constant-time,
+and an unknown user costs as much as a known one, so timing tells nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping
+
+from socketeer.channel.url import Secret
+
+PBKDF2_PREFIX = "pbkdf2-sha256$"
+DEFAULT_ITERATIONS = 200_000
+
+
+class BadPasswordHash(ValueError):
+    """A stored value starts like a hash but is not a well-formed one."""
+
+
+def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    b64 = base64.b64encode
+    return f"{PBKDF2_PREFIX}{iterations}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def parse_stored(stored: str) -> tuple[int, bytes, bytes] | None:
+    """(iterations, salt, digest) of a hashed password; None for a plain-text one."""
+    if not stored.startswith(PBKDF2_PREFIX):
+        return None
+    try:
+        iterations_text, salt_text, digest_text = stored[len(PBKDF2_PREFIX) :].split("$")
+        iterations = int(iterations_text)
+        salt = base64.b64decode(salt_text, validate=True)
+        digest = base64.b64decode(digest_text, validate=True)
+    except ValueError:
+        raise BadPasswordHash(
+            "expected pbkdf2-sha256$<iterations>$<salt base64>$<hash base64>"
+        ) from None
+    if not 1000 <= iterations <= 10_000_000 or len(digest) != 32 or not salt:
+        raise BadPasswordHash("iterations must be 1000..10000000 and the hash 32 bytes")
+    return iterations, salt, digest
+
+
+def verify(stored: str, password: str) -> bool:
+    parsed = parse_stored(stored)
+    if parsed is None:
+        return hmac.compare_digest(stored.encode(), password.encode())
+    iterations, salt, digest = parsed
+    candidate = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return hmac.compare_digest(candidate, digest)
+
+
+class Authenticator:
+    """The users of one authorisation profile."""
+
+    _DUMMY = hash_password("not a password", iterations=1000)
+
+    def __init__(self, users: Mapping[str, Secret]) -> None:
+        self._users = dict(users)
+
+    def __repr__(self) -> str:
+        return f"<Authenticator {len(self._users)} users>"
+
+    def check(self, username: str, password: str) -> bool:
+        stored = self._users.get(username)
+        if stored is None:
+            verify(self._DUMMY, password)  # same work as for a known user
+            return False
+        return verify(stored.value, password)

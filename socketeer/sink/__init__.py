@@ -1,0 +1,1 @@
+"""The sink side: OPEN messages become real outbound connections."""

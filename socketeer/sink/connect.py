@@ -1,0 +1,350 @@
+"""The spawning and resolving sink: turns OPEN messages into real outbound TCP connections.
+
+The seed's ``isSpawningAndResolvingSink=true``. The sink resolves the name itself (remote
+DNS, as ``socks5h`` users expect), connects as soon as the OPEN arrives (a server that
+speaks first, like MariaDB or SMTP, must not wait for client bytes), and answers OPEN_OK
+with the bound address or OPEN_FAIL with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from socketeer import logs
+from socketeer.policy import Decision, Policy, PolicyRef, canonical_host, host_text
+from socketeer.tunnel.node import Node
+from socketeer.tunnel.reasons import OpenFailure, classify_connect_failure
+from socketeer.tunnel.stream import Phase, Stream, StreamProtocol
+from socketeer.wire.envelope import Envelope, MsgType, encode_params
+
+EndpointFor = Callable[[str, int], IStreamClientEndpoint]
+#: (name, reverse) -> Deferred firing with an address (or, reverse, a host name).
+Resolver = Callable[[str, bool], Deferred]
+#: name -> Deferred firing with every address (text) the name resolves to.
+AddressResolver = Callable[[str], Deferred]
+
+
+class PolicyDenied(Exception):
+    """The sink's policy refuses a target (carried to the errback of a checked open)."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.rule_text)
+        self.decision = decision
+
+
+MAX_HOST = 255
+
+
+class Sink:
+    """Serves OPEN messages addressed to ``node``."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        node: Node,
+        endpoint_for: EndpointFor,
+        clock: IReactorTime,
+        *,
+        connect_timeout: float = 10.0,
+        resolver: Resolver | None = None,
+        policy: PolicyRef | None = None,
+        address_resolver: AddressResolver | None = None,
+        ip_endpoint_for: EndpointFor | None = None,
+    ) -> None:
+        self.node = node
+        self.endpoint_for = endpoint_for
+        self.clock = clock
+        self.connect_timeout = connect_timeout
+        self.resolver = resolver
+        #: The sink's own lists; authoritative whatever the source decided.
+        self.policy = policy
+        #: All addresses of a name (else ``resolver``'s one address is used).
+        self.address_resolver = address_resolver
+        #: The endpoint for a checked IP address; by default TCP4/TCP6ClientEndpoint on
+        #: ``clock``, which must then be the reactor.
+        self.ip_endpoint_for = ip_endpoint_for
+        node.open_handler = self.open
+        node.resolve_handler = self.resolve
+
+    def resolve(self, env: Envelope) -> None:
+        """Answer a RESOLVE request (SOCKS5 RESOLVE / RESOLVE_PTR through the source)."""
+        try:
+            params = env.params()
+            name = params["name"]
+            reverse = params.get("ptr", "0") == "1"
+        except (KeyError, ValueError):
+            self.node.answer_resolve(env, None, OpenFailure.ERROR)
+            return
+        if self.resolver is None or not name or len(name) > MAX_HOST:
+            self.node.answer_resolve(env, None, OpenFailure.ERROR)
+            return
+        d = self.resolver(name, reverse)
+        timer = self.clock.callLater(self.connect_timeout, d.cancel)
+
+        def answered(address: str) -> None:
+            self.node.answer_resolve(env, address)
+
+        def failed(failure: Failure) -> None:
+            reason = (
+                OpenFailure.TIMEOUT if failure.check(CancelledError) else OpenFailure.NAME_NOT_FOUND
+            )
+            self.log.info("resolve {name} failed: {reason}", name=name, reason=reason.value)
+            self.node.answer_resolve(env, None, reason)
+
+        def done(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(done).addCallbacks(answered, failed)
+
+    def open(self, env: Envelope) -> None:
+        stream = Stream(self.node, env.source, env.resource, self.node.window, rx_seq=1)
+        try:
+            params = env.params()
+            host = params["host"]
+            port = int(params["port"])
+            kind = int(params.get("type", "0"))
+        except (KeyError, ValueError) as e:
+            self._refuse(stream, OpenFailure.ERROR, f"malformed open request: {e}")
+            return
+        stream.target = f"{host}:{port}"
+        if not host or len(host) > MAX_HOST or not 0 < port < 65536:
+            self._refuse(stream, OpenFailure.ERROR, "invalid target address")
+            return
+        if kind != 0:
+            self._refuse(stream, OpenFailure.ERROR, f"unsupported stream type {kind}")
+            return
+        policy = self.policy.policy if self.policy is not None else None
+        if policy is not None and not policy.empty:
+            host, port = self._map(stream, env.source, host, port, policy)
+            if policy.judges_targets:
+                self._open_checked(stream, env.source, host, port, policy)
+                return
+        self.node.add_stream(stream)
+        if logs.trace:  # per stream, on the connect path: only built when asked for
+            self.log.debug(
+                "stream {resource}: connecting to {target}",
+                resource=stream.resource,
+                target=stream.target,
+            )
+        try:
+            endpoint = self.endpoint_for(host, port)
+        except ValueError as e:
+            self._refuse(stream, OpenFailure.NAME_NOT_FOUND, str(e))
+            return
+        factory = Factory.forProtocol(
+            lambda: StreamProtocol(lambda proto: self._connected(stream, proto))
+        )
+        factory.noisy = False  # no "Starting factory" line per stream
+        d: Deferred = endpoint.connect(factory)
+        timer = self.clock.callLater(self.connect_timeout, d.cancel)
+
+        def done(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(done)
+        d.addErrback(self._failed, stream)
+        stream.on_finish = lambda s: d.cancel() if not d.called else None
+
+    # -- the sink's policy -----------------------------------------------------------------
+
+    def _map(self, stream: Stream, peer: str, host: str, port: int, policy: Policy):
+        target = policy.map_target(host, port, cluster=self.node.cluster, node=peer)
+        if target[2] is not None:
+            stream.target = f"{target[0]}:{target[1]}"
+            self.log.debug(
+                "stream {resource}: {host}:{port} mapped to {target} by {rule}",
+                resource=stream.resource,
+                host=host,
+                port=port,
+                target=stream.target,
+                rule=target[2].describe(),
+            )
+        return target[0], target[1]
+
+    def _open_checked(
+        self, stream: Stream, peer: str, host: str, port: int, policy: Policy
+    ) -> None:
+        """Judge the target by the sink's lists and connect to exactly what was judged.
+
+        A name is resolved here; the name and every address it resolves to are judged
+        (``Policy.judge``), and the connection goes to those addresses (in resolver order,
+        the next one if a connect fails), never to the name: no second lookup can answer
+        differently (DNS rebinding).
+        """
+        self.node.add_stream(stream)
+        if logs.trace:  # per stream, on the connect path: only built when asked for
+            self.log.debug(
+                "stream {resource}: connecting to {target}",
+                resource=stream.resource,
+                target=stream.target,
+            )
+        factory = Factory.forProtocol(
+            lambda: StreamProtocol(lambda proto: self._connected(stream, proto))
+        )
+        stopped: list[bool] = []  # timed out, or the source gave up: try no other address
+        d = Deferred.fromCoroutine(
+            self._checked_connect(peer, host, port, policy, factory, stopped)
+        )
+
+        def stop() -> None:
+            if not d.called:
+                stopped.append(True)
+                d.cancel()
+
+        timer = self.clock.callLater(self.connect_timeout, stop)
+
+        def done(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(done)
+        d.addErrback(self._checked_failed, stream, peer)
+        stream.on_finish = lambda s: stop()
+
+    async def _checked_connect(
+        self, peer: str, host: str, port: int, policy: Policy, factory, stopped: list[bool]
+    ):
+        cluster = self.node.cluster
+        try:
+            canonical = canonical_host(host)
+        except ValueError:
+            canonical = None  # judge() denies it
+        addresses: list[str] | None = None
+        if isinstance(canonical, str):
+            rule = policy.blacklisted(canonical, port, cluster=cluster, node=peer)
+            if rule is not None:  # no need to ask DNS
+                raise PolicyDenied(Decision(False, host, port, rule.id, rule.describe()))
+            addresses = await self._lookup(host)
+        decision = policy.judge(host, port, cluster=cluster, node=peer, addresses=addresses)
+        if not decision.allowed:
+            raise PolicyDenied(decision)
+        if addresses is None:
+            candidates = [host_text(canonical)]
+        else:
+            candidates = list(dict.fromkeys(host_text(canonical_host(a)) for a in addresses))
+        error: Exception | None = None
+        for address in candidates:
+            try:
+                return await self._ip_endpoint(address, port).connect(factory)
+            except Exception as e:
+                if stopped or isinstance(e, CancelledError):
+                    raise
+                error = e  # try the next address
+        raise error
+
+    async def _lookup(self, name: str) -> list[str]:
+        try:
+            if self.address_resolver is not None:
+                addresses = list(await self.address_resolver(name))
+            elif self.resolver is not None:
+                addresses = [await self.resolver(name, False)]
+            else:
+                raise DNSLookupError(f"{name}: this sink has no resolver")
+        except (CancelledError, DNSLookupError):
+            raise
+        except Exception as e:
+            raise DNSLookupError(f"{name}: {e}") from e
+        if not addresses:
+            raise DNSLookupError(f"{name}: no address")
+        return addresses
+
+    def _ip_endpoint(self, address: str, port: int) -> IStreamClientEndpoint:
+        if self.ip_endpoint_for is not None:
+            return self.ip_endpoint_for(address, port)
+        kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        return kind(self.clock, address, port, timeout=self.connect_timeout)
+
+    def _checked_failed(self, failure: Failure, stream: Stream, peer: str) -> None:
+        if stream.phase is Phase.CLOSED:
+            return
+        if failure.check(PolicyDenied):
+            self._deny(stream, peer, failure.value.decision)
+            return
+        self._refuse(stream, classify_connect_failure(failure), failure.getErrorMessage())
+
+    def _deny(self, stream: Stream, peer: str, decision: Decision) -> None:
+        """Answer OPEN_FAIL ``denied``; the rule is logged here, not told to the source."""
+        self.node.stats[f"denied:{decision.rule}"] += 1
+        message = f"by the policy of node {self.node.name}"
+        stream.send(MsgType.OPEN_FAIL, encode_params({"reason": "denied", "message": message}))
+        stream.fail(
+            OpenFailure.DENIED, f"{decision.rule_text} (stream from node {peer})", notify_peer=False
+        )
+
+    def _refuse(self, stream: Stream, reason: OpenFailure, message: str) -> None:
+        stream.send(MsgType.OPEN_FAIL, encode_params({"reason": reason.value, "message": message}))
+        stream.fail(reason, message, notify_peer=False)
+
+    def _connected(self, stream: Stream, proto: StreamProtocol) -> Stream | None:
+        if stream.phase is Phase.CLOSED:
+            return None  # the client gave up while we were connecting
+        bound = proto.transport.getHost()
+        stream.on_finish = None
+        stream.phase = Phase.OPEN
+        stream.send(MsgType.OPEN_OK, encode_params({"host": bound.host, "port": bound.port}))
+        self.log.info(
+            "stream {resource} from {peer} open to {target}",
+            resource=stream.resource,
+            peer=stream.peer,
+            target=stream.target,
+        )
+        return stream
+
+    def _failed(self, failure: Failure, stream: Stream) -> None:
+        if stream.phase is Phase.CLOSED:
+            return
+        reason = classify_connect_failure(failure)
+        self._refuse(stream, reason, failure.getErrorMessage())
+
+
+def system_address_resolver(reactor) -> AddressResolver:
+    """Every address of a name (getaddrinfo order, duplicates dropped), in the thread pool."""
+    import socket
+
+    from twisted.internet.threads import deferToThreadPool
+
+    def lookup(name: str) -> list[str]:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        return list(dict.fromkeys(info[4][0] for info in infos))
+
+    def resolve(name: str) -> Deferred:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), lookup, name)
+
+    return resolve
+
+
+def system_resolver(reactor) -> Resolver:
+    """Resolve with the operating system (getaddrinfo / gethostbyaddr) in Twisted's thread pool.
+
+    getaddrinfo (unlike ``reactor.resolve``) answers with IPv6 addresses too.
+    """
+    import socket
+
+    from twisted.internet.threads import deferToThreadPool
+
+    def lookup(name: str, reverse: bool) -> str:
+        if reverse:
+            return socket.gethostbyaddr(name)[0]
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(f"no address for {name}")
+        return infos[0][4][0]
+
+    def resolve(name: str, reverse: bool) -> Deferred:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), lookup, name, reverse)
+
+    return resolve

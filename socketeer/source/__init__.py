@@ -1,0 +1,1 @@
+"""The source side: the fixed forward and the mixed SOCKS/HTTP proxy port."""

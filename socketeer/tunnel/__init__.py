@@ -1,0 +1,1 @@
+"""The tunnel core: streams, nodes and why a stream could not open."""

@@ -1,0 +1,371 @@
+"""Sealed messages: the channel's ``codekey`` as authenticated encryption of every message.
+
+With a codekey, a node sends each tunnel message as a STOMP frame that shows the broker only
+what it needs to route and what the receiver needs to find the key::
+
+    SEND
+    destination:/topic/<topic>.<cluster>.<dst>
+    sk-cluster:<cluster>
+    sk-src:<src>
+    sk-dst:<dst>
+    sk-inc:<src incarnation>
+    sk-seal:1.<epoch: 32 hex digits>.<counter: decimal>
+    content-length:<n>
+
+    AES-256-GCM( type, resource, seq, timestamp, body )
+
+The message type, stream (resource) id, sequence number, timestamp and the body (the target
+host and port of an ``open``, resolve queries and answers, payload bytes) are inside the
+ciphertext; a broker operator learns which nodes talk, when, and how much.
+
+Keys. ``master = scrypt(codekey, salt = "socketeer-seal-1" | topic | cluster)`` (N=2**15, r=8,
+p=1): a codekey that is a passphrase still costs an attacker a memory-hard guess, and one
+cluster's key says nothing about another's. Each sender seals with its own key
+``HKDF-SHA256(master, info = "sender" | src | incarnation | epoch)``, where ``epoch`` is 16
+random bytes drawn when the Sealer is made (once per process run, and again after 2**48
+messages). The 96-bit GCM nonce is the sender's message counter, which only goes up, so a
+nonce is never used twice with one key, whatever incarnation id the node was given.
+
+Associated data: the version, topic, cluster, src, dst, incarnation, epoch and counter. A
+broker that rewrites any clear header (to redirect a message to another node or cluster,
+or to pass it off as another sender's) makes the message fail authentication.
+
+Replay and staleness. Per sender key (src, incarnation, epoch) the receiver keeps a sliding
+window over the counter (``REPLAY_WINDOW`` messages; older ones are refused), updated only
+after a message authenticated, so forged messages cannot move it. ACKs carry no stream
+sequence number, so the counter, not the stream seq, is what stops replays. A message whose
+sealed timestamp is more than ``max_age`` seconds from the receiver's clock (either way) is
+refused as stale; that also bounds what could be replayed once a sender's window has been
+forgotten. Retransmissions after a reconnect are sealed afresh, with new counters.
+
+No sockets and no clock (the node passes the time in); refused messages are counted in the
+node's stats and logged at most once per kind every ``LOG_INTERVAL`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from socketeer.channel.url import Secret
+from socketeer.wire.envelope import (
+    BROADCAST,
+    H_CLUSTER,
+    H_DEST,
+    H_INC,
+    H_SOURCE,
+    H_TYPE,
+    Envelope,
+    EnvelopeError,
+    MsgType,
+    check_name,
+    destination_for,
+)
+
+__all__ = [
+    "H_SEAL",
+    "REPLAY_WINDOW",
+    "SealRejected",
+    "Sealer",
+    "derive_master_key",
+    "sealer_for",
+]
+
+H_SEAL = "sk-seal"
+VERSION = "1"
+#: How many message counters behind the newest one a receiver still accepts (reordering).
+REPLAY_WINDOW = 4096
+#: Senders (src, incarnation, epoch) whose replay window a receiver remembers.
+MAX_SENDERS = 4096
+#: A sender starts a new epoch (a new key) after this many messages.
+MAX_COUNTER = 2**48
+DEFAULT_MAX_AGE = 300.0
+#: At most one log line per kind of refused message in this many seconds.
+LOG_INTERVAL = 10.0
+#: scrypt cost: about 32 MiB and a few tens of milliseconds, once per (codekey, cluster).
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+
+_TAG = b"socketeer-seal-" + VERSION.encode()
+_PLAIN_HEAD = struct.Struct("!QQBH")  # seq, timestamp ms, len(type), len(resource)
+_EPOCH_RE = re.compile(r"[0-9a-f]{32}\Z")
+_COUNTER_RE = re.compile(r"[1-9][0-9]{0,19}\Z")
+_NAME = re.compile(r"[A-Za-z0-9_\-%]+\Z")
+_RESOURCE = re.compile(r"[A-Za-z0-9_\-%]*\Z")
+_TYPES = {t.value: t for t in MsgType}
+
+
+class SealRejected(EnvelopeError):
+    """A message a sealing node refuses: ``reason`` is unsealed, auth, replay or stale."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@lru_cache(maxsize=16)
+def _master(codekey: str, topic: str, cluster: str) -> bytes:
+    salt = b"\0".join((_TAG, topic.encode(), cluster.encode()))
+    kdf = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+    return kdf.derive(codekey.encode("utf-8"))
+
+
+def derive_master_key(codekey: Secret | str, topic: str, cluster: str) -> bytes:
+    """The cluster's master key (32 bytes) for ``codekey`` on ``topic``."""
+    value = codekey.value if isinstance(codekey, Secret) else codekey
+    if not value:
+        raise ValueError("the codekey is empty")
+    return _master(value, topic, cluster)
+
+
+def _sender_key(master: bytes, source: str, incarnation: str, epoch: str) -> AESGCM:
+    info = b"\0".join((_TAG, b"sender", source.encode(), incarnation.encode(), epoch.encode()))
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+    return AESGCM(key)
+
+
+def _aad(topic: str, cluster: str, src: str, dst: str, inc: str, epoch: str, n: int) -> bytes:
+    return "\0".join((topic, cluster, src, dst, inc, epoch, str(n))).encode("ascii") + _TAG
+
+
+def _nonce(counter: int) -> bytes:
+    return counter.to_bytes(12, "big")
+
+
+@dataclass
+class _Window:
+    """Which counters of one sender key arrived: the highest, and a bitmap behind it."""
+
+    cipher: AESGCM
+    highest: int = 0
+    seen: int = 0  # bit i set: counter (highest - i) arrived
+
+    def check(self, n: int) -> bool:
+        """True if ``n`` is new (and not too old to tell)."""
+        if n > self.highest:
+            return True
+        offset = self.highest - n
+        return offset < REPLAY_WINDOW and not (self.seen >> offset) & 1
+
+    def mark(self, n: int) -> None:
+        if n > self.highest:
+            shift = n - self.highest
+            self.seen = ((self.seen << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            self.highest = n
+        else:
+            self.seen |= 1 << (self.highest - n)
+
+
+class Sealer:
+    """Seals a node's outgoing messages and opens (or refuses) incoming ones.
+
+    One Sealer belongs to one node (cluster and topic); every node of a cluster that shares
+    the codekey can open every other's messages. The codekey itself is not kept.
+    """
+
+    def __init__(
+        self,
+        codekey: Secret | str,
+        cluster: str,
+        topic: str,
+        *,
+        max_age: float = DEFAULT_MAX_AGE,
+    ) -> None:
+        self.cluster = check_name(cluster, "cluster name")
+        self.topic = check_name(topic, "topic")
+        self.max_age = max_age
+        self._master = derive_master_key(codekey, self.topic, self.cluster)
+        self._send_keys: dict[tuple[str, str], AESGCM] = {}
+        self._windows: OrderedDict[tuple[str, str, str], _Window] = OrderedDict()
+        self._logged: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._new_epoch()
+
+    def __repr__(self) -> str:
+        return f"<Sealer {self.topic}/{self.cluster}>"
+
+    def _new_epoch(self) -> None:
+        self.epoch = os.urandom(16).hex()
+        self._counter = 0
+        self._send_keys.clear()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def seal(self, env: Envelope) -> bytes:
+        """The SEND frame (bytes) carrying ``env`` sealed; ``env`` must be this cluster's."""
+        return b"".join(self.seal_parts(env))
+
+    def seal_parts(self, env: Envelope) -> tuple[bytes, bytes, bytes]:
+        """The same frame as ``seal`` in three pieces (head, sealed body, NUL), so that a
+        large payload is not copied once more to join them (see ``fastwrite``)."""
+        if env.cluster != self.cluster:
+            raise ValueError(f"this sealer is for cluster {self.cluster!r}, not {env.cluster!r}")
+        if self._counter >= MAX_COUNTER:
+            self._new_epoch()
+        self._counter += 1
+        n = self._counter
+        cipher = self._send_keys.get((env.source, env.incarnation))
+        if cipher is None:
+            cipher = _sender_key(self._master, env.source, env.incarnation, self.epoch)
+            self._send_keys[(env.source, env.incarnation)] = cipher
+        kind = env.type.value.encode("ascii")
+        resource = env.resource.encode("ascii")
+        plain = b"".join(
+            (
+                _PLAIN_HEAD.pack(env.seq, env.timestamp, len(kind), len(resource)),
+                kind,
+                resource,
+                env.body,
+            )
+        )
+        aad = _aad(
+            self.topic, env.cluster, env.source, env.destination, env.incarnation, self.epoch, n
+        )
+        sealed = cipher.encrypt(_nonce(n), plain, aad)
+        head = (
+            f"SEND\ndestination:{destination_for(self.topic, env)}\n"
+            f"{H_CLUSTER}:{env.cluster}\n{H_SOURCE}:{env.source}\n{H_DEST}:{env.destination}\n"
+            f"{H_INC}:{env.incarnation}\n{H_SEAL}:{VERSION}.{self.epoch}.{n}\n"
+            f"content-length:{len(sealed)}\n\n"
+        )
+        return (head.encode("ascii"), sealed, b"\x00")
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def open(self, frame, now: float) -> Envelope:
+        """Authenticate and decrypt a MESSAGE frame received at time ``now`` (seconds).
+
+        Raises SealRejected (foreign, unsealed, auth, replay, stale) or EnvelopeError
+        (malformed).
+        """
+        headers: Mapping[str, str] = frame.headers
+        seal = headers.get(H_SEAL)
+        if seal is None:
+            if H_TYPE in headers:
+                raise SealRejected(
+                    "unsealed",
+                    f"message from node {headers.get(H_SOURCE, '?')!r} is not sealed "
+                    "(does it have the codekey?)",
+                )
+            raise EnvelopeError(f"missing header {H_SEAL}")
+        try:
+            cluster = headers[H_CLUSTER]
+            src = headers[H_SOURCE]
+            dst = headers[H_DEST]
+            inc = headers.get(H_INC, "")
+        except KeyError as e:
+            raise EnvelopeError(f"missing header {e.args[0]}") from None
+        if not (_NAME.match(cluster) and _NAME.match(src) and _RESOURCE.match(inc)):
+            raise EnvelopeError("invalid cluster, source node or incarnation")
+        if dst != BROADCAST and not _NAME.match(dst):
+            raise EnvelopeError("invalid destination node name")
+        if cluster != self.cluster:
+            raise SealRejected("foreign", f"message for cluster {cluster!r}")
+        version, _, rest = seal.partition(".")
+        epoch, _, counter = rest.partition(".")
+        if version != VERSION:
+            raise EnvelopeError(f"unknown seal version {version!r}")
+        if not (_EPOCH_RE.match(epoch) and _COUNTER_RE.match(counter)):
+            raise EnvelopeError("malformed seal header")
+        n = int(counter)
+        key = (src, inc, epoch)
+        window = self._windows.get(key)
+        if window is None:
+            cipher = _sender_key(self._master, src, inc, epoch)
+        elif not window.check(n):
+            raise SealRejected("replay", f"replayed message {n} from node {src!r}")
+        else:
+            cipher = window.cipher
+        body = frame.body
+        try:
+            plain = cipher.decrypt(
+                _nonce(n), body, _aad(self.topic, cluster, src, dst, inc, epoch, n)
+            )
+        except InvalidTag:
+            raise SealRejected(
+                "auth", f"message claiming to be from node {src!r} failed authentication"
+            ) from None
+        if len(plain) < _PLAIN_HEAD.size:
+            raise EnvelopeError("sealed message too short")
+        seq, timestamp, type_len, res_len = _PLAIN_HEAD.unpack_from(plain)
+        start = _PLAIN_HEAD.size
+        end = start + type_len + res_len
+        if end > len(plain):
+            raise EnvelopeError("sealed message truncated")
+        try:
+            kind = _TYPES[plain[start : start + type_len].decode("ascii")]
+            resource = plain[start + type_len : end].decode("ascii")
+        except (KeyError, UnicodeDecodeError):
+            raise EnvelopeError(
+                "unknown message type or bad resource id in sealed message"
+            ) from None
+        if not _RESOURCE.match(resource):
+            raise EnvelopeError("invalid resource id")
+        if self.max_age > 0 and abs(now * 1000 - timestamp) > self.max_age * 1000:
+            raise SealRejected(
+                "stale",
+                f"message from node {src!r} is {abs(now - timestamp / 1000):.0f}s off our clock "
+                f"(allowed: {self.max_age:g}s)",
+            )
+        if window is None:
+            window = _Window(cipher)
+            self._windows[key] = window
+            if len(self._windows) > MAX_SENDERS:
+                self._windows.popitem(last=False)
+        else:
+            self._windows.move_to_end(key)
+        window.mark(n)
+        return Envelope(kind, cluster, src, dst, resource, seq, timestamp, inc, plain[end:])
+
+    def rejected(self, error: Exception, stats: Counter[str], now: float) -> Refusal | None:
+        """Count a message ``open`` refused and say whether to log it; None if merely malformed.
+
+        Stats: ``seal-unsealed``, ``seal-auth``, ``seal-replay``, ``seal-stale``; another
+        cluster's message counts as ``foreign``, like an unsealed one would. At most one
+        refusal per kind every ``LOG_INTERVAL`` seconds is ``loggable``, so a flood of forged
+        messages cannot flood the log; the caller (the node) writes the line.
+        """
+        if not isinstance(error, SealRejected):
+            return None
+        reason = error.reason
+        if reason == "foreign":
+            stats["foreign"] += 1
+            return Refusal(reason, stats["foreign"], 0, str(error), loggable=False)
+        stats[f"seal-{reason}"] += 1
+        count = stats[f"seal-{reason}"]
+        last = self._logged.get(reason)
+        if last is not None and now - last < LOG_INTERVAL:
+            self._suppressed[reason] += 1
+            return Refusal(reason, count, 0, str(error), loggable=False)
+        self._logged[reason] = now
+        more = self._suppressed.pop(reason, 0)
+        return Refusal(reason, count, more, str(error), loggable=True)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A sealed message refused: why, how many so far, and whether this one earns a log line."""
+
+    reason: str
+    count: int
+    not_logged: int
+    problem: str
+    loggable: bool
+
+
+def sealer_for(channel: Any, cluster: str, max_age: float = DEFAULT_MAX_AGE) -> Sealer | None:
+    """The Sealer for a sourcesink whose channel has a codekey, else None."""
+    if channel.codekey is None:
+        return None
+    return Sealer(channel.codekey, cluster, channel.topic, max_age=max_age)

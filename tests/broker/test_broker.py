@@ -1,0 +1,1078 @@
+"""The embedded broker: protocol unit tests (StringTransport, Clock), then real loopback sockets.
+
+The socket tests talk to the broker with the third-party stomp.py client (blocking and
+threaded, so every call goes through deferToThread while the reactor keeps running), with
+small raw Twisted clients, and with plain sockets for the slow-subscriber test.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+import pytest_twisted
+import stomp
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs, formatEvent
+
+from socketeer.broker.protocol import BrokerFactory, BrokerProtocol, broker_service, with_backlog
+from socketeer.broker.router import Router
+from socketeer.wire.stompframing import (
+    StompFrame,
+    StompFrameParser,
+    StompLimits,
+    encode_frame,
+)
+
+TIMEOUT = 15.0
+
+# -- helpers -----------------------------------------------------------------
+
+
+def frame(command: str, headers=(), body: bytes = b"", version: str = "1.2") -> bytes:
+    items = list(headers.items()) if isinstance(headers, dict) else list(headers)
+    return encode_frame(StompFrame(command, rawHeaders=items, body=body, version=version))
+
+
+def connect_frame(version: str | None = "1.2", **headers: str) -> bytes:
+    items = [("accept-version", version)] if version else []
+    items += [(k.replace("_", "-"), v) for k, v in headers.items()]
+    return frame("CONNECT", items)
+
+
+def client_feed(parser: StompFrameParser, data: bytes) -> list[StompFrame]:
+    """Parse broker output; after CONNECTED, switch to the version it names."""
+    out = []
+    items = parser.feed(data)
+    while items:
+        for item in items:
+            if isinstance(item, StompFrame):
+                out.append(item)
+                if item.command == "CONNECTED":
+                    parser.version = item.headers.get("version", "1.0")
+        items = parser.feed(b"") if not parser.held else []
+    return out
+
+
+class Peer:
+    """A BrokerProtocol driven over a StringTransport, seen from the client side."""
+
+    def __init__(self, factory: BrokerFactory) -> None:
+        self.proto: BrokerProtocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4000))
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.parser = StompFrameParser(server=False)
+        self.version = "1.2"
+
+    def send(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def sendf(self, command: str, headers=(), body: bytes = b"") -> None:
+        self.send(frame(command, headers, body, self.version))
+
+    def raw(self) -> bytes:
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def frames(self) -> list[StompFrame]:
+        return client_feed(self.parser, self.raw())
+
+    def connect(self, version: str = "1.2", **headers: str) -> StompFrame:
+        self.version = version
+        self.send(connect_frame(version, **headers))
+        [connected] = self.frames()
+        assert connected.command == "CONNECTED", connected.headers
+        return connected
+
+    @property
+    def closing(self) -> bool:
+        return self.transport.disconnecting
+
+
+def expect_error(peer: Peer, contains: str = "") -> StompFrame:
+    frames = peer.frames()
+    assert frames, "no ERROR frame"
+    error = frames[-1]
+    assert error.command == "ERROR"
+    assert contains in error.headers["message"]
+    assert peer.closing
+    assert peer.transport.producer is None  # unregistered, so the close is not held up
+    return error
+
+
+@pytest.fixture
+def clock() -> task.Clock:
+    return task.Clock()
+
+
+@pytest.fixture
+def factory(clock) -> BrokerFactory:
+    return BrokerFactory(Router(), clock)
+
+
+# -- handshake -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "accept,expected",
+    [("1.0,1.1", "1.1"), ("1.2,1.1", "1.2"), ("1.1", "1.1"), (" 1.0 , 1.2 ", "1.2")],
+)
+def test_version_negotiation(factory, accept, expected):
+    peer = Peer(factory)
+    connected = peer.connect(accept)
+    assert connected.headers["version"] == expected
+    assert peer.proto.version == expected
+    assert connected.headers["heart-beat"] == "10000,10000"
+    assert connected.headers["server"].startswith("Socketeer/")
+    assert connected.headers["session"]
+
+
+def test_no_accept_version_means_1_0(factory):
+    peer = Peer(factory)
+    peer.send(frame("CONNECT", {"login": "x"}, version="1.0"))
+    [connected] = peer.frames()
+    assert connected.command == "CONNECTED"
+    assert "version" not in connected.headers
+    assert peer.proto.version == "1.0"
+
+
+def test_stomp_command_connects(factory):
+    peer = Peer(factory)
+    peer.send(frame("STOMP", {"accept-version": "1.1,1.2", "host": "10.0.0.1"}))
+    assert peer.frames()[0].headers["version"] == "1.2"
+
+
+@pytest.mark.parametrize("host", [None, "127.0.0.1", "::1", "anything at all", ""])
+def test_lenient_host(factory, host):
+    peer = Peer(factory)
+    headers = {"accept-version": "1.2"} | ({"host": host} if host is not None else {})
+    peer.send(frame("CONNECT", headers))
+    assert peer.frames()[0].command == "CONNECTED"
+
+
+def test_no_common_version(factory):
+    peer = Peer(factory)
+    peer.send(connect_frame("2.0,3.1"))
+    error = expect_error(peer, "Supported protocol versions")
+    assert error.headers["version"] == "1.0,1.1,1.2"
+
+
+def test_first_frame_must_be_connect(factory):
+    peer = Peer(factory)
+    peer.send(frame("SEND", {"destination": "/topic/a"}, b"x"))
+    expect_error(peer, "expected CONNECT")
+
+
+def test_second_connect_is_an_error(factory):
+    peer = Peer(factory)
+    peer.connect()
+    peer.send(connect_frame())
+    expect_error(peer, "unexpected CONNECT")
+
+
+def test_connect_timeout(clock, factory):
+    peer = Peer(factory)
+    clock.advance(29.9)
+    assert peer.raw() == b""
+    clock.advance(0.2)
+    expect_error(peer, "no CONNECT frame within 30s")
+    assert not peer.transport.disconnected
+    clock.advance(5)
+    assert peer.transport.disconnected  # aborted: the peer did not read the ERROR
+
+
+def test_connect_timer_cancelled_once_connected(clock, factory):
+    peer = Peer(factory)
+    peer.connect("1.2", heart_beat="0,0")
+    clock.advance(100)
+    assert not peer.closing
+
+
+def test_pipelined_frames_after_connect_use_the_negotiated_version(factory):
+    sub = Peer(factory)
+    sub.connect()
+    sub.sendf("SUBSCRIBE", {"id": "1", "destination": "/topic/t"})
+    pub = Peer(factory)
+    pub.send(connect_frame("1.2") + frame("SEND", {"destination": "/topic/t", "k": "a:b"}))
+    assert pub.frames()[0].command == "CONNECTED"
+    [message] = sub.frames()
+    assert message.headers["k"] == "a:b"
+
+
+# -- authentication ------------------------------------------------------------
+
+USERS = {"alice": "s3cret-passcode"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"login": "alice"},
+        {"login": "alice", "passcode": "wrong"},
+        {"passcode": "s3cret-passcode"},
+        {"login": "bob", "passcode": "s3cret-passcode"},
+    ],
+)
+def test_bad_credentials_refused(clock, headers):
+    peer = Peer(BrokerFactory(Router(), clock, users=USERS))
+    with capturedLogs() as events:
+        peer.send(connect_frame("1.2", **headers))
+    expect_error(peer, "Authentication failed")
+    assert peer.proto.login is None
+    for event in events:
+        assert "s3cret" not in formatEvent(event) and "s3cret" not in repr(event)
+
+
+def test_good_credentials_accepted_and_passcode_not_logged(clock):
+    peer = Peer(BrokerFactory(Router(), clock, users=USERS))
+    with capturedLogs() as events:
+        peer.connect("1.2", login="alice", passcode="s3cret-passcode")
+        peer.proto.connectionLost()
+    assert peer.proto.login == "alice"
+    assert events
+    for event in events:
+        assert "s3cret" not in formatEvent(event) and "s3cret" not in repr(event)
+
+
+def test_any_login_accepted_without_users(factory):
+    Peer(factory).connect("1.2", login="whoever", passcode="whatever")
+    Peer(factory).connect("1.2")
+
+
+def test_connect_headers_are_not_unescaped(clock):
+    peer = Peer(BrokerFactory(Router(), clock, users={"a\\cb": "p:w\\n"}))
+    peer.send(b"CONNECT\naccept-version:1.2\nlogin:a\\cb\npasscode:p:w\\n\n\n\x00")
+    assert peer.frames()[0].command == "CONNECTED"
+
+
+# -- messaging -----------------------------------------------------------------
+
+
+def test_send_becomes_message_with_copied_headers(factory):
+    sub, pub = Peer(factory), Peer(factory)
+    sub.connect()
+    pub.connect()
+    sub.sendf("SUBSCRIBE", {"id": "s1", "destination": "/topic/t"})
+    pub.sendf(
+        "SEND",
+        [
+            ("destination", "/topic/t"),
+            ("foo", "bar"),
+            ("foo", "second"),
+            ("content-type", "application/octet-stream"),
+            ("receipt", "r1"),
+        ],
+        b"x\x00y",
+    )
+    [receipt] = pub.frames()
+    assert (receipt.command, receipt.headers["receipt-id"]) == ("RECEIPT", "r1")
+    [message] = sub.frames()
+    assert message.command == "MESSAGE"
+    assert message.body == b"x\x00y"
+    h = message.headers
+    assert (h["destination"], h["subscription"], h["content-length"]) == ("/topic/t", "s1", "3")
+    assert h["message-id"]
+    assert (h["foo"], h["content-type"]) == ("bar", "application/octet-stream")
+    assert "receipt" not in h and "ack" not in h
+    assert [v for k, v in message.rawHeaders if k == "foo"] == ["bar"]
+
+
+def test_empty_body_message_has_content_length(factory):
+    sub, pub = Peer(factory), Peer(factory)
+    sub.connect()
+    pub.connect()
+    sub.sendf("SUBSCRIBE", {"id": "s1", "destination": "/topic/t"})
+    pub.sendf("SEND", {"destination": "/topic/t"})
+    assert b"content-length:0\n" in sub.raw()
+
+
+def test_send_requires_destination(factory):
+    peer = Peer(factory)
+    peer.connect()
+    peer.sendf("SEND", {"receipt": "r9"}, b"x")
+    error = expect_error(peer, "destination")
+    assert error.headers["receipt-id"] == "r9"
+
+
+def test_topic_fans_out_and_queue_round_robins(factory):
+    a, b, pub = Peer(factory), Peer(factory), Peer(factory)
+    for p in (a, b, pub):
+        p.connect()
+    for p in (a, b):
+        p.sendf("SUBSCRIBE", {"id": "t", "destination": "/topic/x"})
+        p.sendf("SUBSCRIBE", {"id": "q", "destination": "/queue/x"})
+    pub.sendf("SEND", {"destination": "/topic/x"}, b"fan")
+    assert [f.body for f in a.frames()] == [b"fan"]
+    assert [f.body for f in b.frames()] == [b"fan"]
+    for i in range(4):
+        pub.sendf("SEND", {"destination": "/queue/x"}, b"%d" % i)
+    assert [f.body for f in a.frames()] == [b"0", b"2"]
+    assert [f.body for f in b.frames()] == [b"1", b"3"]
+
+
+def test_queue_backlog_delivered_on_subscribe(factory):
+    pub, sub = Peer(factory), Peer(factory)
+    pub.connect()
+    for i in range(3):
+        pub.sendf("SEND", {"destination": "/queue/later"}, b"%d" % i)
+    sub.connect()
+    sub.sendf("SUBSCRIBE", {"id": "1", "destination": "/queue/later", "receipt": "sub"})
+    frames = sub.frames()
+    assert [f.body for f in frames[:3]] == [b"0", b"1", b"2"]
+    assert all(f.headers["subscription"] == "1" for f in frames[:3])
+    assert frames[3].headers["receipt-id"] == "sub"
+
+
+def test_unsubscribe_by_id(factory):
+    peer = Peer(factory)
+    peer.connect()
+    peer.sendf("SUBSCRIBE", {"id": "1", "destination": "/topic/t"})
+    peer.sendf("UNSUBSCRIBE", {"id": "1", "receipt": "u"})
+    peer.sendf("UNSUBSCRIBE", {"id": "unknown"})
+    peer.sendf("SEND", {"destination": "/topic/t"}, b"x")
+    assert [f.command for f in peer.frames()] == ["RECEIPT"]
+    assert not peer.closing
+
+
+def test_subscribe_id_required_from_1_1(factory):
+    peer = Peer(factory)
+    peer.connect("1.1")
+    peer.sendf("SUBSCRIBE", {"destination": "/topic/t"})
+    expect_error(peer, "no id header")
+
+
+def test_subscribe_without_id_in_1_0_uses_destination(factory):
+    peer = Peer(factory)
+    peer.connect("1.0")
+    peer.sendf("SUBSCRIBE", {"destination": "/topic/t"})
+    peer.sendf("SEND", {"destination": "/topic/t"}, b"x")
+    [message] = peer.frames()
+    assert message.headers["subscription"] == "/topic/t"
+    peer.sendf("UNSUBSCRIBE", {"destination": "/topic/t"})
+    peer.sendf("SEND", {"destination": "/topic/t"}, b"y")
+    assert peer.frames() == []
+
+
+def test_duplicate_subscription_id_is_an_error(factory):
+    peer = Peer(factory)
+    peer.connect()
+    peer.sendf("SUBSCRIBE", {"id": "1", "destination": "/topic/a"})
+    peer.sendf("SUBSCRIBE", {"id": "1", "destination": "/topic/b"})
+    expect_error(peer, "already in use")
+
+
+def test_client_ack_modes_accepted_and_acks_ignored(factory):
+    peer = Peer(factory)
+    peer.connect()
+    peer.sendf("SUBSCRIBE", {"id": "1", "destination": "/queue/a", "ack": "client-individual"})
+    peer.sendf("SEND", {"destination": "/queue/a"}, b"x")
+    [message] = peer.frames()
+    assert message.headers["ack"] == message.headers["message-id"]
+    peer.sendf("ACK", {"id": message.headers["ack"], "receipt": "a"})
+    peer.sendf("NACK", {"id": message.headers["ack"]})
+    assert [f.command for f in peer.frames()] == ["RECEIPT"]
+    peer.sendf("SUBSCRIBE", {"id": "2", "destination": "/queue/b", "ack": "sometimes"})
+    expect_error(peer, "ack mode")
+
+
+@pytest.mark.parametrize("command", ["BEGIN", "COMMIT", "ABORT"])
+def test_transactions_not_supported(factory, command):
+    peer = Peer(factory)
+    peer.connect()
+    peer.sendf(command, {"transaction": "t1"})
+    expect_error(peer, "transactions are not supported")
+
+
+def test_send_in_transaction_not_supported(factory):
+    peer = Peer(factory)
+    peer.connect()
+    peer.sendf("SEND", {"destination": "/topic/a", "transaction": "t1"})
+    expect_error(peer, "transactions")
+
+
+def test_receipts_for_every_frame_kind(factory):
+    peer = Peer(factory)
+    peer.connect()
+    peer.sendf("SUBSCRIBE", {"id": "1", "destination": "/topic/a", "receipt": "1"})
+    peer.sendf("SEND", {"destination": "/topic/none", "receipt": "2"})
+    peer.sendf("ACK", {"id": "x", "receipt": "3"})
+    peer.sendf("UNSUBSCRIBE", {"id": "1", "receipt": "4"})
+    assert [f.headers["receipt-id"] for f in peer.frames()] == ["1", "2", "3", "4"]
+
+
+def test_subscription_count_is_bounded(clock):
+    peer = Peer(BrokerFactory(Router(), clock, max_subscriptions=2))
+    peer.connect()
+    for i in range(3):
+        peer.sendf("SUBSCRIBE", {"id": str(i), "destination": "/topic/a"})
+    expect_error(peer, "more than 2 subscriptions")
+
+
+# -- escaping per version --------------------------------------------------------
+
+
+def test_header_escaping_per_version(factory):
+    subs = {}
+    for version in ("1.0", "1.1", "1.2"):
+        subs[version] = Peer(factory)
+        subs[version].connect(version)
+        subs[version].sendf("SUBSCRIBE", {"id": "s", "destination": "/topic/e"})
+    pub = Peer(factory)
+    pub.connect("1.2")
+    pub.send(b"SEND\ndestination:/topic/e\nnl:a\\nb\ncolon:x\\cy\nslash:p\\\\q\n\n\x00")
+    wire = {v: p.raw() for v, p in subs.items()}
+    assert b"nl:a\\nb\n" in wire["1.2"] and b"nl:a\\nb\n" in wire["1.1"]
+    assert b"colon:x\\cy\n" in wire["1.2"] and b"slash:p\\\\q\n" in wire["1.1"]
+    assert b"nl:" not in wire["1.0"]  # a newline cannot be carried by 1.0
+    assert b"colon:x:y\n" in wire["1.0"] and b"slash:p\\q\n" in wire["1.0"]
+    for version, data in wire.items():
+        parser = StompFrameParser(version, server=False)
+        [message] = parser.feed(data)
+        assert message.headers["colon"] == "x:y" and message.headers["slash"] == "p\\q"
+
+    pub10 = Peer(factory)
+    pub10.connect("1.0")
+    pub10.send(b"SEND\ndestination:/topic/e\nraw:a\\cb\n\n\x00")
+    assert b"raw:a\\\\cb\n" in subs["1.2"].raw()
+    assert b"raw:a\\cb\n" in subs["1.0"].raw()
+
+
+def test_undefined_escape_is_an_error(factory):
+    peer = Peer(factory)
+    peer.connect("1.2")
+    peer.send(b"SEND\ndestination:/topic/a\nk:\\t\n\n\x00")
+    expect_error(peer, "escape")
+
+
+# -- DISCONNECT, errors and limits ---------------------------------------------
+
+
+def test_disconnect_receipt_follows_earlier_frames(factory):
+    peer = Peer(factory)
+    peer.connect()
+    data = frame("SUBSCRIBE", {"id": "1", "destination": "/queue/me"})
+    data += b"".join(frame("SEND", {"destination": "/queue/me"}, b"%d" % i) for i in range(3))
+    data += frame("DISCONNECT", {"receipt": "bye"})
+    data += frame("SEND", {"destination": "/queue/me"}, b"late")
+    peer.send(data)
+    frames = peer.frames()
+    assert [f.command for f in frames] == ["MESSAGE"] * 3 + ["RECEIPT"]
+    assert [f.body for f in frames[:3]] == [b"0", b"1", b"2"]
+    assert frames[3].headers["receipt-id"] == "bye"
+    assert peer.closing and peer.transport.producer is None
+    assert factory.router.subscriptions(peer.proto) == {}
+    peer.send(frame("SEND", {"destination": "/queue/me"}, b"ignored"))
+    assert peer.raw() == b""
+
+
+def test_disconnect_without_receipt(factory):
+    peer = Peer(factory)
+    peer.connect()
+    peer.sendf("DISCONNECT")
+    assert peer.raw() == b"" and peer.closing
+
+
+def test_malformed_frame_closes_only_that_client(factory):
+    good, bad = Peer(factory), Peer(factory)
+    good.connect()
+    bad.connect()
+    good.sendf("SUBSCRIBE", {"id": "1", "destination": "/topic/t"})
+    bad.sendf("SUBSCRIBE", {"id": "1", "destination": "/topic/t"})
+    bad.send(frame("SEND", {"destination": "/topic/t"}, b"before") + b"FOO\n\n\x00")
+    error = expect_error(bad, "unknown command")
+    assert error.body.startswith(b"unknown command")
+    assert [f.body for f in good.frames()] == [b"before"]
+    bad.proto.connectionLost()
+    assert factory.router.subscriber_count("/topic/t") == 1
+    good.sendf("SEND", {"destination": "/topic/t"}, b"after")
+    assert [f.body for f in good.frames()] == [b"after"]
+    assert not good.closing
+
+
+def test_unexpected_server_frame_from_client(factory):
+    peer = Peer(factory)
+    peer.connect()
+    peer.sendf("MESSAGE", {"destination": "/topic/t"})
+    expect_error(peer, "unexpected MESSAGE")
+
+
+def test_frame_over_size_limit(clock):
+    f = BrokerFactory(Router(), clock, limits=StompLimits(max_body=1000, max_head=500))
+    peer = Peer(f)
+    peer.connect()
+    peer.send(b"SEND\ndestination:/topic/a\ncontent-length:5000\n\n")
+    expect_error(peer, "body larger than 1000")
+    clock.advance(5)
+    assert peer.transport.disconnected
+
+    peer = Peer(f)
+    peer.connect()
+    peer.send(b"SEND\ndestination:/topic/a\n\n" + b"x" * 1001)
+    expect_error(peer, "body larger than 1000")
+
+    peer = Peer(f)
+    peer.connect()
+    peer.send(b"SEND\n" + b"".join(b"h%d:%s\n" % (i, b"v" * 50) for i in range(10)))
+    expect_error(peer, "head larger than 500")
+
+
+def test_error_close_timer_cancelled_when_connection_ends(clock, factory):
+    peer = Peer(factory)
+    peer.send(b"JUNK\n\n\x00")
+    expect_error(peer)
+    peer.proto.connectionLost()
+    assert clock.getDelayedCalls() == []
+    assert peer.proto not in factory.connections
+
+
+# -- heart-beats -----------------------------------------------------------------
+
+
+def test_heartbeat_negotiation_and_silent_client_dropped(clock):
+    peer = Peer(BrokerFactory(Router(), clock, heartbeat_ms=(1000, 2000)))
+    connected = peer.connect("1.2", heart_beat="3000,500")
+    assert connected.headers["heart-beat"] == "1000,2000"
+    # We send every max(1000, 500) ms; the client every max(3000, 2000) ms, dropped after 6 s.
+    clock.advance(1.0)
+    assert peer.raw() == b"\n"
+    clock.advance(0.5)  # t=1.5
+    peer.sendf("SEND", {"destination": "/topic/none", "receipt": "r"})
+    assert [f.command for f in peer.frames()] == ["RECEIPT"]
+    clock.advance(0.9)  # t=2.4: the RECEIPT counted as output
+    assert peer.raw() == b""
+    clock.advance(0.2)  # t=2.6
+    assert peer.raw() == b"\n"
+    clock.advance(4.8)  # t=7.4: silent since 1.5
+    assert not peer.closing
+    peer.send(b"\n")
+    clock.advance(5.9)  # t=13.3: silent for 5.9 s
+    assert not peer.closing
+    clock.advance(0.2)  # t=13.5: silent for 6.1 s
+    expect_error(peer, "heart-beat timeout")
+    [abort] = clock.getDelayedCalls()  # only the abort-if-unread timer is left
+    assert abort.getTime() == pytest.approx(13.5 + 5)
+
+
+@pytest.mark.parametrize("client_beats", ["0,0", "0,1000", None])
+def test_no_receive_deadline_when_client_does_not_beat(clock, client_beats):
+    peer = Peer(BrokerFactory(Router(), clock, heartbeat_ms=(1000, 1000)))
+    peer.connect("1.2", **({"heart_beat": client_beats} if client_beats else {}))
+    clock.pump([1.0] * 1000)
+    assert not peer.closing
+    beats = peer.raw()
+    assert beats == (b"\n" * 1000 if client_beats == "0,1000" else b"")
+
+
+def test_no_heartbeats_when_broker_disables_them(clock):
+    peer = Peer(BrokerFactory(Router(), clock, heartbeat_ms=(0, 0)))
+    peer.connect("1.2", heart_beat="100,100")
+    clock.advance(1000)
+    assert peer.raw() == b"" and not peer.closing
+
+
+def test_no_heartbeats_in_1_0(clock):
+    peer = Peer(BrokerFactory(Router(), clock, heartbeat_ms=(1000, 1000)))
+    peer.connect("1.0", heart_beat="1000,1000")
+    clock.advance(100)
+    assert peer.raw() == b"" and not peer.closing
+
+
+@pytest.mark.parametrize("value", ["x", "1", "1,2,3", "-1,0"])
+def test_bad_heartbeat_header(factory, value):
+    peer = Peer(factory)
+    peer.send(connect_frame("1.2", heart_beat=value))
+    expect_error(peer, "heart-beat")
+
+
+# -- flow control (unit) -----------------------------------------------------------
+
+
+def flow_setup(factory: BrokerFactory, subscribers: int = 1):
+    pub = Peer(factory)
+    pub.connect("1.2", heart_beat="0,0")
+    subs = []
+    for i in range(subscribers):
+        sub = Peer(factory)
+        sub.connect("1.2", heart_beat="0,0")
+        sub.sendf("SUBSCRIBE", {"id": str(i), "destination": "/topic/flow"})
+        subs.append(sub)
+    return pub, subs
+
+
+def test_congested_subscriber_pauses_publisher(factory):
+    pub, [sub] = flow_setup(factory)
+    sub.proto.pauseProducing()  # what its transport does when its buffer fills
+    assert sub.proto.congested
+    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    assert pub.transport.producerState == "paused" and pub.proto.paused
+    assert sub.frames()[0].body == b"1"  # still written: nothing routed is lost
+    sub.proto.resumeProducing()
+    assert pub.transport.producerState == "producing" and not pub.proto.paused
+
+
+def test_publisher_paused_by_two_resumes_when_both_drain(factory):
+    pub, [a, b] = flow_setup(factory, 2)
+    a.proto.pauseProducing()
+    b.proto.pauseProducing()
+    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    assert pub.transport.producerState == "paused"
+    a.proto.resumeProducing()
+    assert pub.transport.producerState == "paused"
+    b.proto.resumeProducing()
+    assert pub.transport.producerState == "producing"
+
+
+def test_publishing_to_yourself_does_not_pause_you(factory):
+    _, [sub] = flow_setup(factory)
+    sub.proto.pauseProducing()
+    sub.sendf("SEND", {"destination": "/topic/flow"}, b"me")
+    assert sub.transport.producerState == "producing"
+    assert not sub.proto.paused
+
+
+def test_uncongested_subscribers_do_not_pause(factory):
+    pub, [sub] = flow_setup(factory)
+    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    assert pub.transport.producerState == "producing"
+    sub.proto.pauseProducing()
+    sub.proto.resumeProducing()
+    pub.sendf("SEND", {"destination": "/topic/flow"}, b"2")
+    assert pub.transport.producerState == "producing"
+
+
+def test_subscriber_congested_too_long_is_dropped(clock):
+    f = BrokerFactory(Router(), clock, congestion_timeout=60)
+    pub, [sub] = flow_setup(f)
+    sub.proto.pauseProducing()
+    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    clock.advance(59)
+    assert not sub.closing
+    sub.proto.resumeProducing()
+    sub.proto.pauseProducing()  # a new episode starts a new timer
+    clock.advance(59)
+    assert not sub.closing
+    clock.advance(1.5)
+    expect_error(sub, "too slow")
+    assert pub.transport.producerState == "producing"
+    assert f.router.subscriber_count("/topic/flow") == 0
+
+
+def test_paused_publisher_is_not_dropped_for_silence(clock):
+    f = BrokerFactory(Router(), clock, heartbeat_ms=(0, 1000))
+    pub = Peer(f)
+    pub.connect("1.2", heart_beat="1000,0")
+    sub = Peer(f)
+    sub.connect("1.2")
+    sub.sendf("SUBSCRIBE", {"id": "0", "destination": "/topic/flow"})
+    sub.proto.pauseProducing()
+    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    clock.advance(10)  # we do not read it, so its silence proves nothing
+    assert not pub.closing
+    sub.proto.resumeProducing()
+    clock.advance(1.9)
+    assert not pub.closing
+    clock.advance(0.2)
+    expect_error(pub, "heart-beat timeout")
+
+
+def test_paused_publisher_going_away_is_forgotten(factory):
+    pub, [sub] = flow_setup(factory)
+    sub.proto.pauseProducing()
+    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    pub.proto.connectionLost()
+    sub.proto.resumeProducing()  # must not touch the dead publisher
+    assert pub.transport.producerState == "paused"
+
+
+def test_congested_subscriber_going_away_releases_publishers(factory):
+    pub, [sub] = flow_setup(factory)
+    sub.proto.pauseProducing()
+    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    sub.proto.connectionLost()
+    assert pub.transport.producerState == "producing"
+
+
+# -- listening -----------------------------------------------------------------
+
+
+def test_with_backlog():
+    assert with_backlog("tcp:61613") == "tcp:61613:backlog=256"
+    assert with_backlog("tcp:port=0:interface=127.0.0.1") == (
+        "tcp:port=0:interface=127.0.0.1:backlog=256"
+    )
+    assert with_backlog("tcp6:0:backlog=10") == "tcp6:0:backlog=10"
+    assert with_backlog("unix:/tmp/s") == "unix:/tmp/s"
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_service_listens_with_backlog():
+    svc = broker_service("tcp:0:interface=127.0.0.1", BrokerFactory(Router(), reactor), reactor)
+    svc.startService()
+    try:
+        port = await svc._waitingForPort
+        assert port.backlog == 256
+        assert port.getHost().port > 0
+    finally:
+        await svc.stopService()
+
+
+# -- real sockets --------------------------------------------------------------
+
+
+def within(d: defer.Deferred, seconds: float = TIMEOUT) -> defer.Deferred:
+    return d.addTimeout(seconds, reactor)
+
+
+async def turn(delay: float = 0.001) -> None:
+    await task.deferLater(reactor, delay, lambda: None)
+
+
+async def until(predicate, seconds: float = TIMEOUT) -> None:
+    deadline = reactor.seconds() + seconds
+    while not predicate():
+        assert reactor.seconds() < deadline, "condition not met in time"
+        await turn()
+
+
+class Broker:
+    def __init__(self, factory: BrokerFactory, port) -> None:
+        self.factory = factory
+        self.listening = port
+        self.port = port.getHost().port
+
+
+@pytest_twisted.async_yield_fixture
+async def broker():
+    factory = BrokerFactory(Router(), reactor)
+    port = await serverFromString(reactor, with_backlog("tcp:0:interface=127.0.0.1")).listen(
+        factory
+    )
+    yield Broker(factory, port)
+    await port.stopListening()
+    for proto in list(factory.connections):
+        proto.transport.abortConnection()
+    await until(lambda: not factory.connections)
+
+
+class StompPy(stomp.ConnectionListener):
+    """A stomp.py connection whose callbacks land in the reactor thread."""
+
+    CLASSES = {"1.0": stomp.Connection10, "1.1": stomp.Connection11, "1.2": stomp.Connection12}
+
+    def __init__(self, port: int, version: str = "1.2") -> None:
+        self.conn = self.CLASSES[version](
+            [("127.0.0.1", port)], auto_decode=False, reconnect_attempts_max=1
+        )
+        self.conn.set_listener("test", self)
+        self.messages: defer.DeferredQueue = defer.DeferredQueue()
+        self.errors: defer.DeferredQueue = defer.DeferredQueue()
+        self.receipts: defer.DeferredQueue = defer.DeferredQueue()
+        self.connected_frame = None
+        self.gone: defer.Deferred = defer.Deferred()
+
+    def on_connected(self, frame) -> None:
+        self.connected_frame = frame
+
+    def on_message(self, frame) -> None:
+        reactor.callFromThread(self.messages.put, frame)
+
+    def on_error(self, frame) -> None:
+        reactor.callFromThread(self.errors.put, frame)
+
+    def on_receipt(self, frame) -> None:
+        reactor.callFromThread(self.receipts.put, frame)
+
+    def on_disconnected(self) -> None:
+        reactor.callFromThread(lambda: self.gone.called or self.gone.callback(None))
+
+    def call(self, method: str, *args, **kwargs) -> defer.Deferred:
+        return within(deferToThread(getattr(self.conn, method), *args, **kwargs))
+
+    async def close(self) -> None:
+        if self.conn.is_connected():
+            await self.call("disconnect", receipt="bye")
+        else:
+            await within(deferToThread(self.conn.transport.disconnect_socket))
+
+
+@pytest_twisted.async_yield_fixture
+async def stompy(broker):
+    clients: list[StompPy] = []
+
+    async def make(version: str = "1.2", **connect_kwargs) -> StompPy:
+        client = StompPy(broker.port, version)
+        clients.append(client)
+        await client.call("connect", wait=True, **connect_kwargs)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+class RawClient(protocol.Protocol):
+    """A minimal Twisted STOMP client: writes bytes, queues parsed frames."""
+
+    def __init__(self) -> None:
+        self.parser = StompFrameParser(server=False)
+        self.frames: defer.DeferredQueue = defer.DeferredQueue()
+        self.lost: defer.Deferred = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        for f in client_feed(self.parser, data):
+            self.frames.put(f)
+
+    def connectionLost(self, reason=None) -> None:
+        self.lost.callback(None)
+
+    def next(self) -> defer.Deferred:
+        return within(self.frames.get())
+
+
+async def raw_client(port: int) -> RawClient:
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    return await within(endpoint.connect(protocol.Factory.forProtocol(RawClient)))
+
+
+async def subscribed(client: StompPy, destination: str, sid: str) -> None:
+    """Subscribe and wait for the broker's receipt, so later sends are routed to it."""
+    await client.call("subscribe", destination, id=sid, headers={"receipt": f"sub-{sid}"})
+    receipt = await within(client.receipts.get())
+    assert receipt.headers["receipt-id"] == f"sub-{sid}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomppy_topic_fans_out_to_two_subscribers(broker, stompy):
+    a, b, pub = await stompy(), await stompy(), await stompy()
+    await subscribed(a, "/topic/news", "a")
+    await subscribed(b, "/topic/news", "b")
+    await pub.call("send", "/topic/news", b"hello", headers={"x-custom": "1"})
+    for client, sid in ((a, "a"), (b, "b")):
+        message = await within(client.messages.get())
+        assert message.body == b"hello"
+        assert message.headers["subscription"] == sid
+        assert message.headers["x-custom"] == "1"
+        assert message.headers["destination"] == "/topic/news"
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomppy_queue_delivers_each_message_once(broker, stompy):
+    a, b, pub = await stompy(), await stompy(), await stompy()
+    await subscribed(a, "/queue/work", "1")
+    await subscribed(b, "/queue/work", "2")
+    for i in range(10):
+        await pub.call("send", "/queue/work", b"job-%d" % i)
+    await until(lambda: len(a.messages.pending) + len(b.messages.pending) >= 10)
+    got_a = [m.body for m in a.messages.pending]
+    got_b = [m.body for m in b.messages.pending]
+    assert sorted(got_a + got_b) == sorted(b"job-%d" % i for i in range(10))
+    assert len(got_a) == len(got_b) == 5  # round-robin
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomppy_binary_body_with_nuls(broker, stompy):
+    sub, pub = await stompy(), await stompy("1.1")
+    await subscribed(sub, "/topic/bin", "1")
+    body = bytes(range(256)) * 40 + b"\x00\x00"
+    await pub.call("send", "/topic/bin", body)
+    message = await within(sub.messages.get())
+    assert message.body == body
+    assert message.headers["content-length"] == str(len(body))
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomppy_receipts(broker, stompy):
+    client = await stompy()
+    await client.call("subscribe", "/queue/r", id="1", headers={"receipt": "r-sub"})
+    await client.call("send", "/topic/x", b"x", headers={"receipt": "r-send"})
+    await client.call("unsubscribe", "1", headers={"receipt": "r-unsub"})
+    ids = [(await within(client.receipts.get())).headers["receipt-id"] for _ in range(3)]
+    assert ids == ["r-sub", "r-send", "r-unsub"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stomppy_bad_login_gets_error_then_close():
+    factory = BrokerFactory(Router(), reactor, users={"alice": "pw"})
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+    client = StompPy(port.getHost().port)
+    try:
+        with pytest.raises(stomp.exception.ConnectFailedException):
+            await client.call("connect", username="alice", passcode="nope", wait=True)
+        error = await within(client.errors.get())
+        assert error.headers["message"] == "Authentication failed"
+        await within(client.gone)
+        await until(lambda: not factory.connections)
+        good = StompPy(port.getHost().port)
+        await good.call("connect", username="alice", passcode="pw", wait=True)
+        await good.close()
+    finally:
+        await client.close()
+        await port.stopListening()
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+@pytest_twisted.ensureDeferred
+async def test_stomppy_negotiates(broker, stompy, version):
+    client = await stompy(version)
+    assert client.connected_frame.headers.get("version", "1.0") == version
+    [proto] = broker.factory.connections
+    assert proto.version == version
+    await subscribed(client, "/topic/v", "1")
+    await client.call("send", "/topic/v", b"v" + version.encode())
+    assert (await within(client.messages.get())).body == b"v" + version.encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_common_version_over_a_socket(broker):
+    client = await raw_client(broker.port)
+    client.transport.write(connect_frame("0.9,2.0"))
+    error = await client.next()
+    assert error.command == "ERROR"
+    assert error.headers["version"] == "1.0,1.1,1.2"
+    await within(client.lost)
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_frame_over_a_socket_leaves_others_alone(broker, stompy):
+    sub, pub = await stompy(), await stompy()
+    await subscribed(sub, "/topic/ok", "1")
+    bad = await raw_client(broker.port)
+    bad.transport.write(connect_frame("1.2"))
+    assert (await bad.next()).command == "CONNECTED"
+    bad.transport.write(b"SEND\ndestination:/topic/ok\ncontent-length:zz\n\n\x00")
+    error = await bad.next()
+    assert error.command == "ERROR" and "content-length" in error.headers["message"]
+    await within(bad.lost)
+    await pub.call("send", "/topic/ok", b"still fine")
+    assert (await within(sub.messages.get())).body == b"still fine"
+
+
+@pytest_twisted.ensureDeferred
+async def test_200_clients_connect_at_once(broker):
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", broker.port, timeout=TIMEOUT)
+    connecting = [endpoint.connect(protocol.Factory.forProtocol(RawClient)) for _ in range(200)]
+    clients = await within(defer.gatherResults(connecting))
+    try:
+        for client in clients:
+            client.transport.write(connect_frame("1.2", heart_beat="0,0"))
+        replies = await within(defer.gatherResults([c.next() for c in clients]))
+        assert [r.command for r in replies] == ["CONNECTED"] * 200
+        assert len({r.headers["session"] for r in replies}) == 200
+        assert len(broker.factory.connections) == 200
+    finally:
+        for client in clients:
+            client.transport.loseConnection()
+        await within(defer.gatherResults([c.lost for c in clients]))
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_subscriber_pauses_publisher_until_it_reads():
+    factory = BrokerFactory(Router(), reactor, heartbeat_ms=(0, 0))
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+    # Accepted sockets inherit these: small kernel buffers make congestion quick.
+    port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    address = ("127.0.0.1", port.getHost().port)
+    sockets: list[socket.socket] = []
+
+    def open_socket() -> socket.socket:
+        s = socket.socket()
+        sockets.append(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.connect(address)  # loopback: completes in the kernel's backlog
+        s.setblocking(False)
+        return s
+
+    try:
+        sub = open_socket()
+        sub.send(connect_frame("1.2") + frame("SUBSCRIBE", {"id": "0", "destination": "/queue/s"}))
+        await until(lambda: factory.router.subscriber_count("/queue/s") == 1)
+        [sub_proto] = factory.connections
+        pub = open_socket()
+        await until(lambda: len(factory.connections) == 2)
+        [pub_proto] = factory.connections - {sub_proto}
+
+        count, size = 150, 32 * 1024
+        bodies = [struct.pack("!I", i) + bytes([i % 256, 0]) * (size // 2) for i in range(count)]
+        data = connect_frame("1.2") + b"".join(
+            frame("SEND", {"destination": "/queue/s"}, b) for b in bodies
+        )
+        sent = 0
+
+        def push() -> bool:
+            """Send what the kernel takes; False once the socket would block."""
+            nonlocal sent
+            while sent < len(data):
+                try:
+                    sent += pub.send(data[sent : sent + 65536])
+                except BlockingIOError:
+                    return False
+            return True
+
+        # Phase 1: the subscriber reads nothing; the publisher must get paused.
+        deadline = reactor.seconds() + TIMEOUT
+        while not pub_proto.paused:
+            assert not push(), "everything was accepted without any back-pressure"
+            assert reactor.seconds() < deadline
+            await turn()
+        assert sub_proto.congested
+        received = pub_proto.bytes_received
+        blocked = 0
+        for _ in range(30):
+            blocked += not push()
+            await turn(0.005)
+        assert pub_proto.bytes_received == received  # the broker stopped reading it
+        assert blocked == 30  # and its socket buffers are full
+        assert sent < len(data)
+
+        # Phase 2: the subscriber reads; everything arrives, intact and in order.
+        parser = StompFrameParser(server=False)
+        messages: list[StompFrame] = []
+        deadline = reactor.seconds() + 60
+        while len(messages) < count:
+            assert reactor.seconds() < deadline, f"only {len(messages)} messages arrived"
+            push()
+            while True:
+                try:
+                    chunk = sub.recv(65536)
+                except BlockingIOError:
+                    break
+                assert chunk, "broker closed the subscriber"
+                messages += [m for m in client_feed(parser, chunk) if m.command == "MESSAGE"]
+            await turn()
+        assert [m.body for m in messages] == bodies
+        assert not pub_proto.paused and not sub_proto.congested
+    finally:
+        for s in sockets:
+            s.close()
+        await port.stopListening()
+        await until(lambda: not factory.connections)
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+@pytest.mark.parametrize("ack", ["auto", "client"])
+def test_plain_and_escaped_deliveries_carry_the_same_message(factory, version, ack):
+    """The plain-header fast path and the careful path give the subscriber the same frame."""
+    results = []
+    for extra in [("x-plain", "value"), ("x-colon", "a:b")]:  # the colon forces escaping
+        sub, pub = Peer(factory), Peer(factory)
+        sub.connect(version)
+        pub.connect()
+        sub.sendf("SUBSCRIBE", {"id": "s1", "destination": "/topic/f", "ack": ack})
+        pub.sendf("SEND", [("destination", "/topic/f"), ("sk-type", "data"), extra], b"\x00b")
+        [message] = sub.frames()
+        headers = dict(message.headers)
+        headers.pop("message-id")
+        headers.pop("ack", None)
+        headers.pop(extra[0])
+        results.append((message.command, headers, message.body))
+    assert results[0] == results[1]
+    assert results[0][1]["content-length"] == "2" and results[0][1]["sk-type"] == "data"

@@ -1,0 +1,620 @@
+"""Policies end to end: real sockets, curl and raw SOCKS clients, and a twistd reloaded by SIGHUP.
+
+In-process tests use the ``relay`` fixture (broker, sink node ``si``, source node ``so`` on
+loopback) with policies written as properties, so the configuration and the enforcement are
+tested together. No test sleeps: every wait is a Deferred with a bounded timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from socketeer.channel.url import Secret
+from socketeer.config.load import parse_config
+from socketeer.passwords import Authenticator
+from socketeer.policy import PolicyRef
+from socketeer.sink.connect import system_address_resolver
+from socketeer.source.forward import FixedForwardFactory
+from socketeer.source.proxy import ProxyFactory, ProxySettings
+
+from support.relay import Collector, connect, listen
+
+CURL = shutil.which("curl")
+TIMEOUT = 30
+HELLO = b"hello, policy\n"
+ROOT = Path(__file__).resolve().parents[2]
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+needs_curl = pytest.mark.skipif(
+    CURL is None and not os.environ.get("CI"),
+    reason="curl is not installed here (CI installs it, and there these tests must run)",
+)
+
+
+def within(d, seconds: float = TIMEOUT) -> defer.Deferred:
+    """A Deferred (or coroutine) that fails if it takes longer than *seconds*."""
+    if not isinstance(d, defer.Deferred):
+        d = defer.Deferred.fromCoroutine(d)
+    return d.addTimeout(seconds, reactor)
+
+
+# -- policies written as properties ------------------------------------------------------------
+
+NODES = """\
+socketeer.general.messagingserverenabled=true
+socketeer.sourcesink.si.clustername=c
+socketeer.sourcesink.si.nodename=si
+socketeer.sourcesink.si.channel=stomp://127.0.0.1:61626/t
+socketeer.sourcesink.si.isSpawningAndResolvingSink=true
+socketeer.sourcesink.so.clustername=c
+socketeer.sourcesink.so.nodename=so
+socketeer.sourcesink.so.channel=stomp://127.0.0.1:61626/t
+socketeer.sourcesink.so.serverport=1080
+socketeer.sourcesink.so.peernode=si
+"""
+
+
+def policy(props: str, node: str = "so") -> PolicyRef:
+    """The policy of node ``so`` (the source) or ``si`` (the sink) that *props* configure."""
+    config = parse_config(NODES + props, "e2e.properties")
+    assert config.warnings == ()
+    return PolicyRef({ss.nodename: ss.policy for ss in config.sourcesinks}[node])
+
+
+def sink_policy(relay, props: str) -> None:
+    relay.sink.policy = policy(props, "si")
+    relay.sink.address_resolver = system_address_resolver(reactor)
+
+
+# -- a target that records what reaches it -------------------------------------------------------
+
+
+class Recorder(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[bytes, bytes]] = []
+
+    def render_GET(self, request) -> bytes:
+        self.requests.append((request.getHeader(b"host") or b"", request.uri))
+        return HELLO
+
+
+async def target(relay) -> tuple[Recorder, int]:
+    recorder = Recorder()
+    site = Site(recorder)
+    site.noisy = False
+    return recorder, await listen(site, relay.ports)
+
+
+# -- clients -------------------------------------------------------------------------------------
+
+
+def curl_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+async def curl(*args: str) -> tuple[bytes, bytes, int]:
+    return await within(
+        getProcessOutputAndValue(CURL, ["-sS", "--max-time", "20", *args], env=curl_env())
+    )
+
+
+async def http_status(proxy: int, url: str, *extra: str) -> tuple[str, bytes]:
+    """Through the HTTP proxy port: the status (of the CONNECT, with -p) and the body."""
+    code = "%{http_connect}" if "-p" in extra else "%{http_code}"
+    out, err, _ = await curl("-x", f"http://127.0.0.1:{proxy}", "-w", "\n" + code, *extra, url)
+    body, _, status = out.rpartition(b"\n")
+    return status.decode(), body
+
+
+def socks5_connect(host: str, port: int) -> bytes:
+    name = host.encode()
+    return b"\x05\x01\x00\x03" + bytes([len(name)]) + name + port.to_bytes(2, "big")
+
+
+async def raw(port: int, data: bytes) -> bytes:
+    """Send *data* at once; everything the server answered before it closed."""
+    client: Collector = await within(connect(port))
+    client.transport.write(data)
+    answer = await within(client.eof)
+    client.transport.loseConnection()
+    return answer
+
+
+async def socks5(proxy: int, host: str, port: int, methods: bytes = b"\x00") -> bytes:
+    """A SOCKS5 CONNECT; the server's reply code (or the method refusal)."""
+    answer = await raw(
+        proxy, b"\x05" + bytes([len(methods)]) + methods + socks5_connect(host, port)
+    )
+    if answer[:2] != b"\x05\x00":
+        return answer
+    return answer[2:4]
+
+
+@pytest.fixture
+def logged():
+    lines: list[str] = []
+
+    def observer(event) -> None:
+        lines.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observer)
+    yield lines
+    globalLogPublisher.removeObserver(observer)
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+
+@needs_curl
+@pytest_twisted.ensureDeferred
+async def test_denied_client_gets_its_protocols_refusal(relay, logged):
+    recorder, web = await target(relay)
+    ref = policy(
+        "socketeer.sourcesink.so.accesslist=lan\nsocketeer.accesslist.lan.host=10.0.0.0/8\n"
+    )
+    proxy = await relay.proxy(policy=ref)
+
+    assert await socks5(proxy, "127.0.0.1", web) == b"\x05\x02"
+    socks4 = b"\x04\x01" + web.to_bytes(2, "big") + bytes([127, 0, 0, 1]) + b"me\x00"
+    assert (await raw(proxy, socks4))[:2] == b"\x00\x5b"
+    status, body = await http_status(proxy, f"http://127.0.0.1:{web}/")
+    assert status == "403"
+    assert body == b"This proxy does not serve your address.\n"
+    out, err, code = await curl("--socks5-hostname", f"127.0.0.1:{proxy}", f"http://x:{web}/")
+    assert code != 0
+
+    forward = FixedForwardFactory(relay.source_node, "si", "127.0.0.1", web, policy=ref)
+    port = await listen(forward, relay.ports)
+    out, err, code = await curl(f"http://127.0.0.1:{port}/")
+    assert code != 0  # the connection was closed at once
+
+    assert recorder.requests == []
+    assert relay.source_node.stats["denied:accesslist"] == 5
+    refusals = [ln for ln in logged if "is not in accesslist lan" in ln]
+    assert len(refusals) == 5, refusals
+
+
+@pytest.mark.parametrize(
+    ("interface", "client", "lists", "admitted"),
+    [
+        ("::1", "::1", "127.0.0.1", True),  # loopback is one place
+        ("::1", "::1", "::1/128", True),
+        ("::1", "::1", "10.0.0.0/8, 2001:db8::/32", False),
+        ("::ffff:127.0.0.1", "127.0.0.1", "127.0.0.0/8", True),  # peer ::ffff:127.0.0.1
+        ("::ffff:127.0.0.1", "127.0.0.1", "::ffff:127.0.0.1", True),
+        ("::ffff:127.0.0.1", "127.0.0.1", "10.0.0.0/8", False),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_access_list_sees_ipv6_and_mapped_peers(relay, interface, client, lists, admitted):
+    _, web = await target(relay)
+    ref = policy(f"socketeer.sourcesink.so.accesslist=a\nsocketeer.accesslist.a.host={lists}\n")
+    factory = ProxyFactory(relay.source_node, ProxySettings("si", policy=ref), reactor)
+    escaped = interface.replace(":", "\\:")
+    port = await within(serverFromString(reactor, f"tcp6:0:interface={escaped}").listen(factory))
+    relay.ports.append(port)
+    kind = TCP6ClientEndpoint if ":" in client else TCP4ClientEndpoint
+    collector = Collector()
+    endpoint = kind(reactor, client, port.getHost().port)
+    await within(endpoint.connect(protocol.Factory.forProtocol(lambda: collector)))
+    collector.transport.write(b"\x05\x01\x00" + socks5_connect("127.0.0.1", web))
+    if admitted:
+        collector.transport.write(b"GET / HTTP/1.0\r\n\r\n")
+    answer = await within(collector.eof)
+    collector.transport.loseConnection()
+    assert answer[2:4] == (b"\x05\x00" if admitted else b"\x05\x02")
+    assert answer.endswith(HELLO) is admitted
+    assert relay.source_node.stats["denied:accesslist"] == (0 if admitted else 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_denied_client_is_asked_for_no_password(relay):
+    _, web = await target(relay)
+    ref = policy(
+        "socketeer.sourcesink.so.accesslist=lan\nsocketeer.accesslist.lan.host=10.0.0.0/8\n"
+    )
+    auth = Authenticator({"alice": Secret("pw")})
+    proxy = await relay.proxy(policy=ref, authenticator=auth)
+    # it may use no-auth (and gets 0x02); offering only username/password, it gets 0xFF
+    assert await socks5(proxy, "127.0.0.1", web, b"\x00\x02") == b"\x05\x02"
+    assert await socks5(proxy, "127.0.0.1", web, b"\x02") == b"\x05\xff"
+
+
+@needs_curl
+@pytest_twisted.ensureDeferred
+async def test_denied_target(relay, logged):
+    recorder, web = await target(relay)
+    ref = policy(
+        "socketeer.sourcesink.so.blacklist=local\n"
+        "socketeer.blacklist.local.host=localhost\n"
+        f"socketeer.blacklist.local.port={web}\n"
+    )
+    proxy = await relay.proxy(policy=ref)
+    for host in [
+        "127.0.0.1",
+        "localhost",
+        "LOCALHOST.",
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "::ffff:127.0.0.1",
+        "::1",
+        "[::1]",
+    ]:
+        assert await socks5(proxy, host, web) == b"\x05\x02", host
+    socks4 = b"\x04\x01" + web.to_bytes(2, "big") + bytes([127, 0, 0, 1]) + b"me\x00"
+    assert (await raw(proxy, socks4))[:2] == b"\x00\x5b"
+    status, body = await http_status(proxy, f"http://localhost:{web}/")
+    assert (status, body) == ("403", f"Access to localhost:{web} is not allowed.\n".encode())
+    status, _ = await http_status(proxy, f"http://127.0.0.1:{web}/", "-p")  # CONNECT
+    assert status == "403"
+    out, err, code = await curl(
+        "--socks5-hostname", f"127.0.0.1:{proxy}", f"http://localhost:{web}/"
+    )
+    assert code != 0 and b"SOCKS5" in err
+
+    assert recorder.requests == []
+    assert not relay.sink_node.streams
+    denied = relay.source_node.stats["denied:blacklist.local"]
+    assert denied == 14
+    rule = f"blacklist.local (host=localhost port={web})"
+    assert len([ln for ln in logged if rule in ln]) == denied  # once per denial
+    # another port is not on the list
+    out, err, code = await curl("--socks5-hostname", f"127.0.0.1:{proxy}", "http://127.0.0.1:1/")
+    assert code != 0 and relay.source_node.stats["denied:blacklist.local"] == denied
+
+
+@needs_curl
+@pytest_twisted.ensureDeferred
+async def test_whitelisted_target_allowed_and_nothing_else(relay):
+    recorder, web = await target(relay)
+    _, other = await target(relay)
+    ref = policy(
+        "socketeer.sourcesink.so.whitelist=web\n"
+        "socketeer.whitelist.web.host=127.0.0.1\n"
+        f"socketeer.whitelist.web.port={web}\n"
+    )
+    proxy = await relay.proxy(policy=ref)
+    out, err, code = await curl(
+        "--socks5-hostname", f"127.0.0.1:{proxy}", f"http://127.0.0.1:{web}/a"
+    )
+    assert (code, out) == (0, HELLO), err
+    status, body = await http_status(proxy, f"http://localhost:{web}/b")  # loopback is one place
+    assert (status, body) == ("200", HELLO)
+    assert [uri for _, uri in recorder.requests] == [b"/a", b"/b"]
+    assert await socks5(proxy, "127.0.0.1", other) == b"\x05\x02"
+    assert relay.source_node.stats["denied:whitelist"] == 1
+
+    forward = FixedForwardFactory(relay.source_node, "si", "127.0.0.1", other, policy=ref)
+    port = await listen(forward, relay.ports)
+    out, err, code = await curl(f"http://127.0.0.1:{port}/")
+    assert code != 0
+    assert relay.source_node.stats["denied:whitelist"] == 2
+
+
+@needs_curl
+@pytest_twisted.ensureDeferred
+async def test_maplist_redirect_is_observed_on_the_target(relay, logged):
+    recorder, web = await target(relay)
+    ref = policy(
+        "socketeer.sourcesink.so.maplist=m\n"
+        "socketeer.maplist.m.orghost=www.example.invalid\n"
+        "socketeer.maplist.m.orgport=80\n"
+        "socketeer.maplist.m.maphost=127.0.0.1\n"
+        f"socketeer.maplist.m.mapport={web}\n"
+    )
+    proxy = await relay.proxy(policy=ref)
+    status, body = await http_status(proxy, "http://www.example.invalid/forward")
+    assert (status, body) == ("200", HELLO)
+    out, err, code = await curl(
+        "--socks5-hostname", f"127.0.0.1:{proxy}", "http://www.example.invalid/socks"
+    )
+    assert (code, out) == (0, HELLO), err
+    forward = FixedForwardFactory(relay.source_node, "si", "www.example.invalid", 80, policy=ref)
+    port = await listen(forward, relay.ports)
+    out, err, code = await curl("-H", "Host: fixed.example", f"http://127.0.0.1:{port}/fixed")
+    assert (code, out) == (0, HELLO), err
+    assert recorder.requests == [
+        (b"www.example.invalid", b"/forward"),
+        (b"www.example.invalid", b"/socks"),
+        (b"fixed.example", b"/fixed"),
+    ]
+    rewrites = [ln for ln in logged if f"www.example.invalid:80 mapped to 127.0.0.1:{web}" in ln]
+    assert len(rewrites) == 3  # logged (at debug level) once per stream
+    assert all("by maplist.m (orghost=www.example.invalid orgport=80" in ln for ln in rewrites)
+
+
+@needs_curl
+@pytest_twisted.ensureDeferred
+async def test_sink_maplist(relay):
+    recorder, web = await target(relay)
+    sink_policy(
+        relay,
+        "socketeer.sourcesink.si.maplist=m\n"
+        "socketeer.maplist.m.orghost=db.invalid\n"
+        "socketeer.maplist.m.maphost=127.0.0.1\n"
+        f"socketeer.maplist.m.mapport={web}\n",
+    )
+    proxy = await relay.proxy()
+    out, err, code = await curl("--socks5-hostname", f"127.0.0.1:{proxy}", "http://db.invalid:5/x")
+    assert (code, out) == (0, HELLO), err
+    assert recorder.requests == [(b"db.invalid:5", b"/x")]
+
+
+@needs_curl
+@pytest_twisted.ensureDeferred
+async def test_sink_denies_a_target_the_source_allowed(relay, logged):
+    recorder, web = await target(relay)
+    sink_policy(
+        relay,
+        "socketeer.sourcesink.si.blacklist=local\n"
+        "socketeer.blacklist.local.host=127.0.0.0/8\n"
+        f"socketeer.blacklist.local.port={web}\n",
+    )
+    proxy = await relay.proxy()  # no policy at the source: it sends whatever it is asked
+    for host in [
+        "127.0.0.1",
+        "localhost",
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "127.1",
+        "LOCALHOST.",
+        "::ffff:127.0.0.1",
+    ]:
+        assert await socks5(proxy, host, web) == b"\x05\x02", host
+    status, body = await http_status(proxy, f"http://localhost:{web}/")
+    assert status == "403"
+    out, err, code = await curl(
+        "--socks5-hostname", f"127.0.0.1:{proxy}", f"http://localhost:{web}/"
+    )
+    assert code != 0
+    assert recorder.requests == []
+    denied = relay.sink_node.stats["denied:blacklist.local"]
+    assert denied == 10
+    assert relay.source_node.stats["open-failed:denied"] == 10
+    rule = f"blacklist.local (host=127.0.0.0/8 port={web})"
+    assert len([ln for ln in logged if rule in ln]) == denied
+    assert not [ln for ln in logged if rule in ln and "from node so" not in ln]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sink_judges_what_a_name_resolves_to(relay):
+    recorder, web = await target(relay)
+    sink_policy(
+        relay,
+        "socketeer.sourcesink.si.blacklist=local\nsocketeer.blacklist.local.host=127.0.0.1\n",
+    )
+    answers = {
+        "rebind.test": ["192.0.2.1", "127.0.0.1"],  # one forbidden address is enough
+        "inside.test": ["::ffff:127.0.0.1"],
+        "ok.test": ["127.0.0.1"],
+    }
+    lookups: list[str] = []
+
+    def resolver(name: str) -> defer.Deferred:
+        lookups.append(name)
+        return defer.succeed(answers[name])
+
+    relay.sink.address_resolver = resolver
+    proxy = await relay.proxy()
+    assert await socks5(proxy, "rebind.test", web) == b"\x05\x02"
+    assert await socks5(proxy, "inside.test", web) == b"\x05\x02"
+    # with loopback allowed, the sink connects to the address it checked, not to the name
+    relay.sink.policy = policy(
+        "socketeer.sourcesink.si.blacklist=lan\nsocketeer.blacklist.lan.host=10.0.0.0/8\n", "si"
+    )
+    client: Collector = await within(connect(proxy))
+    client.transport.write(b"\x05\x01\x00" + socks5_connect("ok.test", web))
+    client.transport.write(b"GET /checked HTTP/1.0\r\nHost: ok.test\r\n\r\n")
+    answer = await within(client.eof)
+    client.transport.loseConnection()
+    assert answer[2:4] == b"\x05\x00"
+    assert answer.endswith(HELLO)
+    assert recorder.requests == [(b"ok.test", b"/checked")]
+    assert lookups == ["rebind.test", "inside.test", "ok.test"]  # one lookup per stream
+    assert relay.sink_node.stats["denied:blacklist.local"] == 2
+
+
+# -- SIGHUP: a real twistd ---------------------------------------------------------------------
+
+
+class Twistd(protocol.ProcessProtocol):
+    """A twistd child whose output we can wait on."""
+
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self._waiters: list[tuple[bytes, int, defer.Deferred]] = []
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        for entry in list(self._waiters):
+            text, count, d = entry
+            if self.output.count(text) >= count:
+                self._waiters.remove(entry)
+                d.callback(None)
+
+    errReceived = outReceived
+
+    def seen(self, text: bytes, count: int = 1) -> defer.Deferred:
+        """Fires once *text* has appeared *count* times in the output."""
+        d: defer.Deferred = defer.Deferred()
+        if self.output.count(text) >= count:
+            d.callback(None)
+        else:
+            self._waiters.append((text, count, d))
+        return within(d)
+
+    def processEnded(self, reason) -> None:
+        for _, _, d in self._waiters:
+            d.errback(RuntimeError(f"twistd ended:\n{self.output.decode()}"))
+        self._waiters.clear()
+        self.ended.callback(reason.value.signal)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Echo(protocol.Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def twistd_config(broker: int, forward: int, proxy: int, echo: int, lists: str) -> str:
+    return f"""\
+socketeer.general.messagingserverenabled=true
+socketeer.general.messagingserverport={broker}
+socketeer.sourcesink.si.clustername=c
+socketeer.sourcesink.si.nodename=si
+socketeer.sourcesink.si.channel=stomp://127.0.0.1:{broker}/t
+socketeer.sourcesink.si.isSpawningAndResolvingSink=true
+socketeer.sourcesink.fw.clustername=c
+socketeer.sourcesink.fw.nodename=fw
+socketeer.sourcesink.fw.channel=stomp://127.0.0.1:{broker}/t
+socketeer.sourcesink.fw.serverport={forward}
+socketeer.sourcesink.fw.peernode=si
+socketeer.sourcesink.fw.fixedHost=127.0.0.1
+socketeer.sourcesink.fw.fixedPort={echo}
+socketeer.sourcesink.px.clustername=c
+socketeer.sourcesink.px.nodename=px
+socketeer.sourcesink.px.channel=stomp://127.0.0.1:{broker}/t
+socketeer.sourcesink.px.serverport={proxy}
+socketeer.sourcesink.px.peernode=si
+{lists}"""
+
+
+class EchoClient(Collector):
+    """A client that can wait for its echo."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiter: tuple[int, defer.Deferred] | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self._waiter is not None and len(self.data) >= self._waiter[0]:
+            d, self._waiter = self._waiter[1], None
+            d.callback(None)
+
+    def connectionLost(self, reason=None) -> None:
+        super().connectionLost(reason)
+        if self._waiter is not None:
+            d, self._waiter = self._waiter[1], None
+            d.errback(RuntimeError(f"closed after {bytes(self.data)!r}"))
+
+    async def echoed(self, data: bytes) -> None:
+        """Write *data* and wait until its echo has come back."""
+        start = len(self.data)
+        d: defer.Deferred = defer.Deferred()
+        self._waiter = (start + len(data), d)
+        self.transport.write(data)
+        await within(d)
+        assert bytes(self.data[start:]) == data
+
+
+async def echo_client(port: int) -> EchoClient:
+    client = EchoClient()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    await within(endpoint.connect(protocol.Factory.forProtocol(lambda: client)))
+    return client
+
+
+@needs_curl
+@pytest_twisted.ensureDeferred
+async def test_sighup_reloads_policies_and_keeps_streams(tmp_path):
+    listeners: list = []
+    recorder = Recorder()
+    web = await listen(Site(recorder), listeners)
+    echo = await listen(protocol.Factory.forProtocol(Echo), listeners)
+    broker, forward, proxy = free_port(), free_port(), free_port()
+    config = tmp_path / "reload.properties"
+    config.write_text(twistd_config(broker, forward, proxy, echo, ""))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = Twistd()
+    reactor.spawnProcess(
+        proc,
+        TWISTD,
+        [TWISTD, "-n", "--pidfile=", "socketeer", "-c", str(config)],
+        env=env,
+        path=str(tmp_path),
+    )
+    client = None
+    try:
+        await proc.seen(b"is on the channel", 3)
+        url = f"http://127.0.0.1:{web}/"
+        status, body = await http_status(proxy, url)
+        assert (status, body) == ("200", HELLO)
+        client = await echo_client(forward)
+        await client.echoed(b"before the reload\n")
+
+        # The sink now refuses the web server and the echo server; the proxy port refuses
+        # the web server itself. The stream already open to the echo server stays up.
+        config.write_text(
+            twistd_config(
+                broker,
+                forward,
+                proxy,
+                echo,
+                "socketeer.sourcesink.si.blacklist=targets\n"
+                f"socketeer.blacklist.targets.port={web}, {echo}\n"
+                "socketeer.sourcesink.px.blacklist=web\n"
+                f"socketeer.blacklist.web.port={web}\n",
+            )
+        )
+        proc.transport.signalProcess("HUP")
+        await proc.seen(b"reloaded policies from")
+        status, body = await http_status(proxy, url)
+        assert status == "403"
+        assert b"denied blacklist.web" in proc.output  # decided at the source
+        second = await within(connect(forward))
+        await within(second.eof)  # the sink refused it
+        second.transport.loseConnection()
+        assert b"denied blacklist.targets" in proc.output
+        await client.echoed(b"after the reload\n")
+
+        # An invalid file keeps the policy in force and says why.
+        invalid = twistd_config(
+            broker, forward, proxy, echo, "socketeer.blacklist.web.port=99999\n"
+        )
+        config.write_text(invalid)
+        proc.transport.signalProcess(signal.SIGHUP)
+        await proc.seen(b"reload failed, keeping the current policies")
+        where = f"{config}:{invalid.count(chr(10))}: socketeer.blacklist.web.port: invalid port"
+        assert where.encode() in proc.output
+        status, body = await http_status(proxy, url)
+        assert status == "403"
+        await client.echoed(b"still here\n")
+        assert len(recorder.requests) == 1
+    finally:
+        if client is not None:
+            client.transport.loseConnection()
+        if not proc.ended.called:
+            proc.transport.signalProcess(signal.SIGTERM)
+        await within(proc.ended)
+        for port in listeners:
+            await port.stopListening()
+    assert b"Traceback" not in proc.output, proc.output.decode()

@@ -1,0 +1,30 @@
+"""Sink refusals with a fake channel link and a Clock."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from socketeer.sink.connect import Sink
+from socketeer.tunnel.node import Node
+from socketeer.wire.envelope import Envelope, MsgType, encode_params
+
+from support.relay import Link
+
+
+def test_an_endpoint_that_cannot_be_built_is_one_open_failure():
+    clock = Clock()
+    node = Node("c", "si", "t", clock, incarnation="sink")
+    link = Link()
+    node.channel_ready(link)
+
+    def endpoint_for(host: str, port: int):
+        raise ValueError(f"cannot reach {host}")
+
+    Sink(node, endpoint_for, clock)
+    body = encode_params({"host": "bad.example", "port": 80, "type": 0})
+    node.envelope_received(Envelope(MsgType.OPEN, "c", "so", "si", "r1", 0, 0, "src", body))
+    assert link.kinds() == [MsgType.OPEN_FAIL]
+    assert link.sent[0].params()["reason"] == "name-not-found"
+    assert node.stats["open-failed:name-not-found"] == 1
+    assert node.stats["streams-closed"] == 0
+    assert not node.streams

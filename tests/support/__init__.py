@@ -1,0 +1,1 @@
+"""Shared test helpers: relays, echo servers, free ports, properties builders."""
