@@ -137,7 +137,7 @@ async def main(reactor) -> None:
             TCP4ClientEndpoint(reactor, "127.0.0.1", own.getHost().port), b"hello, own listener"
         )
         print("own listener:", answer.decode())
-        print("streams opened by node fwd:", node.stats["streams-opened"])
+        print("streams opened by node fwd:", node.stats.streams_opened)
     finally:
         if own is not None:
             await own.stopListening()

@@ -46,6 +46,7 @@ class ChannelProtocol(Protocol, ChannelLink):
     ) -> None:
         self.node = node
         self.spec = spec
+        self.broker = f"{spec.host}:{spec.port}"  # for status: the broker this link reached
         self.clock = clock
         self.parser = StompFrameParser("1.0", limits, server=False)
         self.ready = False

@@ -1,8 +1,8 @@
 """Prometheus metrics: a collector that reads the nodes' counters at scrape time.
 
-Every series carries ``cluster`` and ``node`` labels (one node per sourcesink). The counters
-come from each node's ``stats`` plus its live streams, so nothing is counted twice and nothing
-on the data path changes when metrics are on:
+Every series carries ``cluster`` and ``node`` labels (one node per sourcesink). The numbers
+come from each node's snapshot (its counters plus its live streams), so nothing is counted
+twice and nothing on the data path changes when metrics are on:
 
 =========================================== ==============================================
 ``socketeer_streams_opened_total``          streams started (open now, closed or failed)
@@ -31,49 +31,33 @@ on the data path changes when metrics are on:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from socketeer.ops.snapshot import ServiceSnapshot
+
 __all__ = ["SocketeerCollector"]
 
 _LABELS = ["cluster", "node"]
-#: Node counters that have a metric of their own (the rest go to socketeer_events_total).
-_MAPPED_PREFIXES = ("open-failed:", "denied:", "seal-")
-_MAPPED = frozenset(
-    {
-        "streams-opened",
-        "streams-closed",
-        "streams-expired",
-        "bytes-out",
-        "bytes-in",
-        "messages-out",
-        "messages-in",
-        "channel-connects",
-        "malformed",
-        "foreign",
-        "unknown-stream",
-        "dropped-unconnected",
-    }
-)
+#: What ``describe`` renders: no nodes, but every family.
+_EMPTY = ServiceSnapshot("", 0.0, 0.0, None, 0, ())
 
 
 class SocketeerCollector(Collector):
-    """Turns a status snapshot (:func:`socketeer.ops.status.snapshot`) into metric families."""
+    """Turns a status snapshot (:func:`socketeer.ops.snapshot.take_snapshot`) into metrics."""
 
-    def __init__(self, report: Callable[[], dict[str, Any]]) -> None:
-        self._report = report
+    def __init__(self, take: Callable[[], ServiceSnapshot]) -> None:
+        self._take = take
 
     def describe(self) -> list[Metric]:
         """Every family this collector may yield (``?name[]=`` selects among them)."""
-        empty = {"version": "", "time": 0, "nodes": [], "broker": {"connections": 0}}
-        return list(self._families(empty))
+        return list(self._families(_EMPTY))
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self._report())
+        return self._families(self._take())
 
-    def _families(self, snap: dict[str, Any]) -> Iterator[Metric]:
+    def _families(self, snap: ServiceSnapshot) -> Iterator[Metric]:
 
         def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> CounterMetricFamily:
             return CounterMetricFamily(name, doc, labels=[*_LABELS, *extra])
@@ -84,7 +68,7 @@ class SocketeerCollector(Collector):
         info = GaugeMetricFamily(
             "socketeer_info", "Socketeer build information", labels=["version"]
         )
-        info.add_metric([snap["version"]], 1)
+        info.add_metric([snap.version], 1)
         yield info
 
         opened = counter("socketeer_streams_opened", "Streams started")
@@ -105,45 +89,44 @@ class SocketeerCollector(Collector):
         )
         events = counter("socketeer_events", "Other node counters", ("event",))
 
-        now = snap["time"]
-        for n in snap["nodes"]:
-            who = [n["cluster"], n["node"]]
-            t = n["totals"]
-            opened.add_metric(who, t["streams_opened"])
-            closed.add_metric(who, t["streams_closed"])
-            for reason, count in sorted(t["streams_failed"].items()):
-                failed.add_metric([*who, reason], count)
-            expired.add_metric(who, t["streams_expired"])
+        for ss in snap.sourcesinks:
+            n = ss.node
+            c = n.counts
+            who = [n.cluster, n.node]
+            opened.add_metric(who, n.streams_opened)
+            closed.add_metric(who, c.streams_closed)
+            for reason, count in sorted(c.open_failed.items()):
+                failed.add_metric([*who, reason.value], count)
+            expired.add_metric(who, c.streams_expired)
             phases = {"opening": 0, "open": 0}
-            for s in n["streams"]:
-                phases[s["phase"]] = phases.get(s["phase"], 0) + 1
+            for s in n.streams:
+                phases[s.phase] = phases.get(s.phase, 0) + 1
             for phase, count in phases.items():
                 live.add_metric([*who, phase], count)
-            relayed.add_metric([*who, "out"], t["bytes_out"])
-            relayed.add_metric([*who, "in"], t["bytes_in"])
-            messages.add_metric([*who, "out"], t["messages_out"])
-            messages.add_metric([*who, "in"], t["messages_in"])
-            for reason, count in sorted(n["dropped"].items()):
+            relayed.add_metric([*who, "out"], n.bytes_out)
+            relayed.add_metric([*who, "in"], n.bytes_in)
+            messages.add_metric([*who, "out"], c.messages_out)
+            messages.add_metric([*who, "in"], c.messages_in)
+            for reason, count in sorted(c.dropped.items()):
                 dropped.add_metric([*who, reason], count)
-            for rule, count in sorted(n["denials"].items()):
+            for rule, count in sorted(c.denied.items()):
                 denied.add_metric([*who, rule], count)
-            ch = n["channel"]
-            connected.add_metric(who, 1 if ch["connected"] else 0)
-            connects.add_metric(who, ch["connects"])
-            reconnects.add_metric(who, ch["reconnects"])
-            for p in n["peers"]:
-                if p["rtt"] is not None:
-                    rtt.add_metric([*who, p["node"]], p["rtt"])
-                seen.add_metric([*who, p["node"]], now - p["last_heard"])
-            for key, count in sorted(n["counters"].items()):
-                if key not in _MAPPED and not key.startswith(_MAPPED_PREFIXES):
-                    events.add_metric([*who, key], count)
+            ch = n.channel
+            connected.add_metric(who, 1 if ch.connected else 0)
+            connects.add_metric(who, ch.connects)
+            reconnects.add_metric(who, ch.reconnects)
+            for p in n.peers:
+                if p.rtt is not None:
+                    rtt.add_metric([*who, p.node], p.rtt)
+                seen.add_metric([*who, p.node], p.last_heard)
+            for event, count in sorted(c.events.items()):
+                events.add_metric([*who, event], count)
 
         yield from (opened, closed, failed, expired, live, relayed, messages, dropped, denied)
         yield from (connected, connects, reconnects, rtt, seen, events)
-        if snap.get("broker") is not None:
+        if snap.broker_connections is not None:
             broker = GaugeMetricFamily(
                 "socketeer_broker_connections", "Clients of the embedded broker"
             )
-            broker.add_metric([], snap["broker"]["connections"])
+            broker.add_metric([], snap.broker_connections)
             yield broker

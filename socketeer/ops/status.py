@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.application import strports
@@ -30,137 +30,97 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from socketeer import __version__
 from socketeer.channel.url import Secret
+from socketeer.ops.snapshot import ServiceSnapshot, SourcesinkState, take_snapshot
 from socketeer.passwords import verify
-from socketeer.tunnel.node import Node
 
-__all__ = ["PING_INTERVAL", "StatusService", "node_report", "snapshot"]
+__all__ = ["PING_INTERVAL", "StatusService", "node_report", "report"]
 
 #: Seconds between the broadcast pings that keep peers' round-trip times fresh.
 PING_INTERVAL = 15.0
-#: Counters that mean a message was dropped (besides ``seal-*``: forged, replayed, stale).
-DROPPED = ("malformed", "foreign", "unknown-stream", "dropped-unconnected")
 
 
-def _role(ss: Any) -> str:
-    roles = []
-    if ss is not None and ss.spawning_sink:
-        roles.append("sink")
-    if ss is not None and ss.is_source:
-        roles.append("proxy" if ss.proxy is not None else "forward")
-    return "+".join(roles) or "node"
-
-
-def _broker_name(spec: Any) -> str | None:
-    return None if spec is None else f"{spec.host}:{spec.port}"
-
-
-def channel_report(node: Node, channel: Any) -> dict[str, Any]:
+def channel_report(ss: SourcesinkState) -> dict[str, Any]:
     """Where the node's channel goes and whether it is up."""
-    spec = getattr(channel, "spec", None)
-    link = node._link  # the ChannelProtocol in use: it knows which broker it reached
-    current = getattr(link, "spec", None)
-    connects = node.stats["channel-connects"]
+    ch = ss.node.channel
     return {
-        "connected": node.connected,
-        "congested": node.connected and node.channel_paused,
-        "broker": _broker_name(current),
-        "brokers": [_broker_name(b) for b in spec.brokers] if spec is not None else [],
-        "url": spec.redacted() if spec is not None else None,
-        "connects": connects,
-        "reconnects": max(connects - 1, 0),
+        "connected": ch.connected,
+        "congested": ch.congested,
+        "broker": ch.broker,
+        "brokers": list(ss.brokers),
+        "url": ss.url,
+        "connects": ch.connects,
+        "reconnects": ch.reconnects,
     }
 
 
-def node_report(sid: str, node: Node, ss: Any, channel: Any, now: float) -> dict[str, Any]:
+def node_report(ss: SourcesinkState, now: float) -> dict[str, Any]:
     """One sourcesink's node as plain data (the ``/status`` JSON's ``nodes`` items)."""
-    stats = node.stats
-    peers = []
-    for name, (heard, incarnation) in sorted(node._peers.items()):
-        pong = node.peer_rtt.get(name)
-        peers.append(
-            {
-                "node": name,
-                "incarnation": incarnation,
-                "last_heard": round(now - heard, 3),
-                "last_pong": None if pong is None else round(now - pong[0], 3),
-                "rtt": None if pong is None else round(pong[1], 6),
-            }
-        )
+    node = ss.node
+    counts = node.counts
+    peers = [
+        {
+            "node": p.node,
+            "incarnation": p.incarnation,
+            "last_heard": round(now - p.last_heard, 3),
+            "last_pong": None if p.last_pong is None else round(now - p.last_pong, 3),
+            "rtt": None if p.rtt is None else round(p.rtt, 6),
+        }
+        for p in node.peers
+    ]
     streams = [
         {
-            "id": s.resource,
+            "id": s.id,
             "peer": s.peer,
             "client": s.client or s.peer,
             "target": s.target,
-            "phase": s.phase.value,
+            "phase": s.phase,
             "sent": s.sent,
-            "received": s.delivered,
+            "received": s.received,
             "age": round(now - s.started, 3),
             "window": s.window,
             "unacknowledged": s.unacknowledged,
         }
-        for s in sorted(node.streams.values(), key=lambda s: s.started)
+        for s in node.streams
     ]
-    live_sent = sum(s["sent"] for s in streams)
-    live_received = sum(s["received"] for s in streams)
-    failed = {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("open-failed:")}
     return {
-        "id": sid,
+        "id": ss.id,
         "cluster": node.cluster,
-        "node": node.name,
-        "role": _role(ss),
-        "peernode": getattr(ss, "peernode", None),
+        "node": node.node,
+        "role": ss.role,
+        "peernode": ss.peernode,
         "incarnation": node.incarnation,
-        "channel": channel_report(node, channel),
+        "channel": channel_report(ss),
         "peers": peers,
         "streams": streams,
         "totals": {
             "streams_open": len(streams),
-            "streams_opened": len(streams) + stats["streams-closed"] + sum(failed.values()),
-            "streams_closed": stats["streams-closed"],
-            "streams_failed": failed,
-            "streams_expired": stats["streams-expired"],
-            "bytes_out": stats["bytes-out"] + live_sent,
-            "bytes_in": stats["bytes-in"] + live_received,
-            "messages_out": stats["messages-out"],
-            "messages_in": stats["messages-in"],
+            "streams_opened": node.streams_opened,
+            "streams_closed": counts.streams_closed,
+            "streams_failed": {k.value: v for k, v in counts.open_failed.items()},
+            "streams_expired": counts.streams_expired,
+            "bytes_out": node.bytes_out,
+            "bytes_in": node.bytes_in,
+            "messages_out": counts.messages_out,
+            "messages_in": counts.messages_in,
         },
-        "denials": {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("denied:")},
-        "dropped": {
-            k: v for k, v in stats.items() if (k in DROPPED or k.startswith("seal-")) and v
-        },
-        "counters": dict(sorted(stats.items())),
+        "denials": dict(counts.denied),
+        "dropped": counts.dropped,
+        "counters": counts.by_name(),
     }
 
 
-def _child(parent: Any, name: str) -> Any:
-    try:
-        return parent.getServiceNamed(name)
-    except (KeyError, AttributeError):
-        return None
-
-
-def snapshot(root: Any, config: Any, clock: Any, started: float) -> dict[str, Any]:
-    """Everything ``/status`` shows, as plain data."""
-    now = clock.seconds()
-    by_id = {ss.id: ss for ss in config.sourcesinks} if config is not None else {}
-    broker = _child(root, "broker") or _child(root, "broker-tls")
-    factory = getattr(broker, "factory", None)
-    nodes = []
-    for sid, node in root.nodes.items():
-        channel = _child(_child(root, f"sourcesink-{sid}"), "channel")
-        nodes.append(node_report(sid, node, by_id.get(sid), channel, now))
+def report(snap: ServiceSnapshot) -> dict[str, Any]:
+    """Everything ``/status`` shows, as plain data (its JSON)."""
     return {
-        "version": __version__,
-        "time": now,
-        "uptime": round(now - started, 3),
-        "config": getattr(config, "path", None),
+        "version": snap.version,
+        "time": snap.time,
+        "uptime": round(snap.uptime, 3),
+        "config": snap.config,
         "broker": None
-        if factory is None
-        else {"connections": len(getattr(factory, "connections", ()))},
-        "nodes": nodes,
+        if snap.broker_connections is None
+        else {"connections": snap.broker_connections},
+        "nodes": [node_report(ss, snap.time) for ss in snap.sourcesinks],
     }
 
 
@@ -311,12 +271,12 @@ class StatusResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, report) -> None:
+    def __init__(self, take: Callable[[], ServiceSnapshot]) -> None:
         super().__init__()
-        self._report = report
+        self._take = take
 
     def render_GET(self, request: server.Request) -> bytes:
-        snap = self._report()
+        snap = report(self._take())
         request.setHeader("cache-control", "no-store")
         if _wants_html(request):
             request.setHeader("content-type", "text/html; charset=utf-8")
@@ -429,10 +389,10 @@ class StatusService(MultiService):
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self.registry.register(SocketeerCollector(self.report))
+        self.registry.register(SocketeerCollector(self.snapshot))
         top = resource.Resource()
         top.putChild(b"", _Index())
-        top.putChild(b"status", StatusResource(self.report))
+        top.putChild(b"status", StatusResource(self.snapshot))
         top.putChild(b"metrics", MetricsResource(self.registry))
         self.site = StatusSite(top, config.status.users, reactor)
         listener = strports.service(config.status.listen, self.site, reactor=reactor)
@@ -440,8 +400,8 @@ class StatusService(MultiService):
         listener.setServiceParent(self)
         self._pinger: LoopingCall | None = None
 
-    def report(self) -> dict[str, Any]:
-        return snapshot(self.root, self.config, self.clock, self.started)
+    def snapshot(self) -> ServiceSnapshot:
+        return take_snapshot(self.root, self.config, self.clock, self.started)
 
     def ping_peers(self) -> None:
         """Every connected node asks its whole cluster for a pong."""

@@ -72,8 +72,7 @@ class Sink:
         #: The endpoint for a checked IP address; by default TCP4/TCP6ClientEndpoint on
         #: ``clock``, which must then be the reactor.
         self.ip_endpoint_for = ip_endpoint_for
-        node.open_handler = self.open
-        node.resolve_handler = self.resolve
+        node.serve(self)
 
     def resolve(self, env: Envelope) -> None:
         """Answer a RESOLVE request (SOCKS5 RESOLVE / RESOLVE_PTR through the source)."""
@@ -278,7 +277,7 @@ class Sink:
 
     def _deny(self, stream: Stream, peer: str, decision: Decision) -> None:
         """Answer OPEN_FAIL ``denied``; the rule is logged here, not told to the source."""
-        self.node.stats[f"denied:{decision.rule}"] += 1
+        self.node.stats.denied[decision.rule] += 1
         message = f"by the policy of node {self.node.name}"
         stream.send(MsgType.OPEN_FAIL, encode_params({"reason": "denied", "message": message}))
         stream.fail(

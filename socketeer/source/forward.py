@@ -33,7 +33,7 @@ def denied_stream(
     """
     stream = Stream(node, peer, node.new_resource_id(), node.window, target=target, client=client)
     stream.on_open_failed = on_fail
-    node.stats[f"denied:{decision.rule}"] += 1
+    node.stats.denied[decision.rule] += 1
     stream.fail(OpenFailure.DENIED, f"{decision.rule_text} (client {client})", notify_peer=False)
     return stream
 
@@ -67,7 +67,7 @@ class FixedForwardFactory(Factory):
             decision = self.policy.policy.admit(client_host(addr))
             if not decision.allowed:
                 # No protocol: Twisted closes the connection at once.
-                self.node.stats[f"denied:{decision.rule}"] += 1
+                self.node.stats.denied[decision.rule] += 1
                 self.log.info(
                     "refused client {client}: {rule}", client=addr, rule=decision.rule_text
                 )

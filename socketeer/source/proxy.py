@@ -30,8 +30,9 @@ from socketeer.config.load import ProxyConfig
 from socketeer.passwords import Authenticator
 from socketeer.policy import Decision, PolicyRef, client_host
 from socketeer.source.forward import denied_stream
-from socketeer.tunnel.node import Node, ResolveError
+from socketeer.tunnel.node import Node
 from socketeer.tunnel.reasons import SOCKS5_REPLY, OpenFailure, describe_peer
+from socketeer.tunnel.resolve import ResolveError
 from socketeer.tunnel.stream import Stream
 from socketeer.wire import socks
 
@@ -141,7 +142,7 @@ class ProxyProtocol(Protocol):
             return None
         if not self._refusal_counted:
             self._refusal_counted = True
-            self.node.stats[f"denied:{self._admission.rule}"] += 1
+            self.node.stats.denied[self._admission.rule] += 1
         return self._admission.rule_text
 
     def dataReceived(self, data: bytes) -> None:

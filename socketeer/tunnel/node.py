@@ -1,25 +1,34 @@
-"""A node: one sourcesink's presence in a cluster, owning its streams and their messages.
+"""A node: one sourcesink's presence in a cluster, addressing and dispatching its messages.
 
 The node sits between the streams and the channel: it stamps outgoing stream messages with
 the cluster / node / resource address, sequence number, timestamp and incarnation, and it
-dispatches incoming envelopes to the stream they belong to (or to the open handler of a
-spawning sink). It knows nothing about sockets or STOMP frames beyond the envelope codec.
+dispatches incoming envelopes to the stream they belong to, to the RESOLVE client, or to the
+sink that serves it. It knows nothing about sockets or STOMP frames beyond the envelope codec.
+
+It composes the parts that keep state: :class:`~socketeer.tunnel.registry.StreamRegistry`
+(live and recently ended streams), :class:`~socketeer.tunnel.peers.PeerTable` (liveness,
+restarts, round trips), :class:`~socketeer.tunnel.resolve.PendingResolves` (the RESOLVE RPC)
+and :class:`~socketeer.tunnel.stats.NodeStats` (counters); :meth:`Node.snapshot` shows them.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from socketeer import logs
+from socketeer.tunnel.peers import Liveness, PeerTable
 from socketeer.tunnel.reasons import OpenFailure
+from socketeer.tunnel.registry import StreamRegistry
+from socketeer.tunnel.resolve import PendingResolves, answer_body, request_body
+from socketeer.tunnel.snapshot import ChannelState, NodeSnapshot
+from socketeer.tunnel.stats import NodeStats
 from socketeer.tunnel.stream import Stream
 from socketeer.wire.envelope import (
     BROADCAST,
@@ -35,8 +44,7 @@ from socketeer.wire.envelope import (
 if TYPE_CHECKING:
     from socketeer.wire.seal import Sealer
 
-#: How many ended streams a node remembers, to refuse their retransmitted OPENs.
-RECENTLY_CLOSED = 4096
+__all__ = ["ChannelLink", "Node", "SinkHandler"]
 
 
 def _is_resync(env: Envelope) -> bool:
@@ -49,16 +57,11 @@ def _is_resync(env: Envelope) -> bool:
         return False
 
 
-class ResolveError(Exception):
-    """A remote name resolution failed; ``reason`` says why, in the front-ends' vocabulary."""
-
-    def __init__(self, reason: OpenFailure) -> None:
-        super().__init__(reason.value)
-        self.reason = reason
-
-
 class ChannelLink:
     """What a node needs from its channel connection (ChannelProtocol provides it)."""
+
+    #: ``host:port`` of the broker this connection reached, for status; None if unknown.
+    broker: str | None = None
 
     def send_bytes(self, data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -66,6 +69,16 @@ class ChannelLink:
     def send_parts(self, parts: Sequence[bytes]) -> None:
         """One frame in pieces; a link that can write them without joining overrides this."""
         self.send_bytes(b"".join(parts))
+
+
+class SinkHandler(Protocol):
+    """What serves the OPEN and RESOLVE requests addressed to a sink node (``Node.serve``)."""
+
+    def open(self, request: Envelope) -> None:
+        """An OPEN for a stream this node does not have: start it (or refuse it)."""
+
+    def resolve(self, request: Envelope) -> None:
+        """A RESOLVE: look the name up and answer with ``Node.answer_resolve``."""
 
 
 class Node:
@@ -94,24 +107,45 @@ class Node:
         self.incarnation = incarnation or os.urandom(6).hex()
         #: With a codekey: seals what we send, opens (or refuses) what we receive.
         self.sealer = sealer
-        self.streams: dict[tuple[str, str], Stream] = {}
-        self.open_handler: Callable[[Envelope], None] | None = None
-        self.stats: Counter[str] = Counter()
+        self.stats = NodeStats()
+        #: Peer nodes: when each was last heard, its incarnation, round trips.
+        self.peers = PeerTable(grace=grace, ping_interval=ping_interval)
+        self._streams = StreamRegistry()
+        self._resolves = PendingResolves(clock)
+        self._sink: SinkHandler | None = None
         self._link: ChannelLink | None = None
         self._congested = False
-        self.grace = grace
-        self.ping_interval = ping_interval
-        # peer node -> (when we last heard from it, its incarnation)
-        self._peers: dict[str, tuple[float, str]] = {}
-        #: peer node -> (when its last PONG came, the round-trip time it measured)
-        self.peer_rtt: dict[str, tuple[float, float]] = {}
-        # Streams that ended recently: a retransmitted OPEN for one must not reopen it.
-        self._recently_closed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._liveness: LoopingCall | None = None
         self._counter = 0
         self._ready_waiters: list[Deferred] = []
-        self.resolve_handler: Callable[[Envelope], None] | None = None
-        self._resolves: dict[tuple[str, str], tuple[Deferred, IDelayedCall]] = {}
+
+    @property
+    def streams(self) -> StreamRegistry:
+        """Live streams by ``(peer, resource)`` (a read-only mapping, plus the ended ids)."""
+        return self._streams
+
+    def serve(self, sink: SinkHandler) -> None:
+        """Make this node a sink: OPENs of new streams and RESOLVEs go to ``sink``."""
+        self._sink = sink
+
+    def snapshot(self) -> NodeSnapshot:
+        """The node as it is now, for status and metrics."""
+        link = self._link
+        return NodeSnapshot(
+            cluster=self.cluster,
+            node=self.name,
+            incarnation=self.incarnation,
+            time=self.clock.seconds(),
+            channel=ChannelState(
+                connected=link is not None,
+                congested=link is not None and self._congested,
+                broker=getattr(link, "broker", None),  # a bare link (tests) has none
+                connects=self.stats.channel_connects,
+            ),
+            peers=self.peers.states(),
+            streams=self._streams.states(),
+            counts=self.stats.snapshot(),
+        )
 
     # -- StreamHost --------------------------------------------------------------------------
 
@@ -133,25 +167,22 @@ class Node:
         self._send(kind, stream.peer, stream.resource, seq, body)
 
     def stream_done(self, stream: Stream) -> None:
-        if self.streams.get(stream.key) is stream:
-            del self.streams[stream.key]
-        self._recently_closed[stream.key] = None
-        if len(self._recently_closed) > RECENTLY_CLOSED:
-            self._recently_closed.popitem(last=False)
+        self._streams.ended(stream)
+        stats = self.stats
         if stream.failure is not None:
-            self.stats[f"open-failed:{stream.failure.value}"] += 1
+            stats.open_failed[stream.failure] += 1
         else:
-            self.stats["streams-closed"] += 1
+            stats.streams_closed += 1
         # Totals of ended streams; metrics add the live ones' counts.
-        self.stats["bytes-out"] += stream.sent
-        self.stats["bytes-in"] += stream.delivered
+        stats.bytes_out += stream.sent
+        stats.bytes_in += stream.delivered
 
     # -- sending ---------------------------------------------------------------------------
 
     def _send(self, kind: MsgType, dest: str, resource: str, seq: int, body: bytes) -> None:
         link = self._link
         if link is None:
-            self.stats["dropped-unconnected"] += 1
+            self.stats.dropped_unconnected += 1
             return
         env = Envelope(
             kind,
@@ -171,7 +202,7 @@ class Node:
             send_parts(parts)
         else:  # a bare link (tests, embedding) with send_bytes only
             link.send_bytes(b"".join(parts))
-        self.stats["messages-out"] += 1
+        self.stats.messages_out += 1
         if logs.trace:
             self.log.debug(
                 "sent {type} to {dest}/{resource} seq {seq}, {size} bytes",
@@ -190,7 +221,7 @@ class Node:
         return f"{self.incarnation}-{self._counter}"
 
     def add_stream(self, stream: Stream) -> None:
-        self.streams[stream.key] = stream
+        self._streams.add(stream)
 
     def open_stream(
         self,
@@ -221,7 +252,7 @@ class Node:
         stream.open_timer = self.clock.callLater(
             timeout, stream.fail, OpenFailure.NO_SINK, f"no answer from node {peer}"
         )
-        self._peers.setdefault(peer, (self.clock.seconds(), ""))
+        self.peers.expect(peer, self.clock.seconds())
         # Sent now, or (no channel yet) kept in the stream's outbox until the channel is ready.
         stream.send(MsgType.OPEN, body)
         # Logged after the OPEN left: the line costs tens of µs, not on the connect path.
@@ -232,53 +263,31 @@ class Node:
             target=stream.target,
             peer=peer,
         )
-        self.stats["streams-opened"] += 1
+        self.stats.streams_opened += 1
         return stream
 
-    def resolve(self, peer: str, name: str, *, reverse: bool = False, timeout: float = 30.0):
+    def resolve(
+        self, peer: str, name: str, *, reverse: bool = False, timeout: float = 30.0
+    ) -> Deferred:
         """Ask sink node ``peer`` to resolve ``name`` (or, with ``reverse``, an address).
 
         Fires with the answer text, or fails with ResolveError carrying an OpenFailure.
         """
         self._counter += 1
         rid = f"{self.incarnation}-r{self._counter}"
-        d: Deferred = Deferred()
-        timer = self.clock.callLater(timeout, self._resolved, peer, rid, None)
-        self._resolves[(peer, rid)] = (d, timer)
-        body = encode_params({"name": name, "ptr": int(reverse)})
+        d = self._resolves.expect(peer, rid, timeout)
         if self._link is None:
-            self._resolved(peer, rid, None, OpenFailure.CHANNEL_LOST)
+            self._resolves.fail(peer, rid, OpenFailure.CHANNEL_LOST)
         else:
-            self._send(MsgType.RESOLVE, peer, rid, 0, body)
+            self._send(MsgType.RESOLVE, peer, rid, 0, request_body(name, reverse))
         return d
 
-    def answer_resolve(self, request: Envelope, address: str | None, failure=None) -> None:
-        """The sink's side: send the answer to a RESOLVE request."""
-        if address is not None:
-            params = {"address": address}
-        else:
-            params = {"reason": (failure or OpenFailure.NAME_NOT_FOUND).value}
-        self._send(MsgType.RESOLVED, request.source, request.resource, 0, encode_params(params))
-
-    def _resolved(
-        self, peer: str, rid: str, env: Envelope | None, failure: OpenFailure | None = None
+    def answer_resolve(
+        self, request: Envelope, address: str | None, failure: OpenFailure | None = None
     ) -> None:
-        entry = self._resolves.pop((peer, rid), None)
-        if entry is None:
-            return
-        d, timer = entry
-        if timer.active():
-            timer.cancel()
-        if env is not None:
-            try:
-                params = env.params()
-            except EnvelopeError:
-                params = {}
-            if params.get("address"):
-                d.callback(params["address"])
-                return
-            failure = OpenFailure.parse(params.get("reason", ""))
-        d.errback(ResolveError(failure or OpenFailure.TIMEOUT))
+        """The sink's side: send the answer to a RESOLVE request."""
+        body = answer_body(address, failure)
+        self._send(MsgType.RESOLVED, request.source, request.resource, 0, body)
 
     def ping(self, dest: str = BROADCAST) -> None:
         self._send(MsgType.PING, dest, "", 0, encode_params({"t": self.clock.seconds()}))
@@ -297,13 +306,13 @@ class Node:
         """The channel is connected and subscribed: send what waited, let sockets be read."""
         self._link = link
         self._congested = False
-        self.stats["channel-connects"] += 1
+        self.stats.channel_connects += 1
         self.log.info(
             "node {cluster}/{node} is on the channel", cluster=self.cluster, node=self.name
         )
         # Whatever was sent while the channel was down (or lost with the old connection) is
         # resent, and each peer is asked to resend what we missed: streams survive.
-        for stream in list(self.streams.values()):
+        for stream in list(self._streams.values()):
             stream.resync()
         self._update_all()
         waiters, self._ready_waiters = self._ready_waiters, []
@@ -324,17 +333,17 @@ class Node:
             return
         self._link = None
         self._update_all()
-        for peer, rid in list(self._resolves):
-            self._resolved(peer, rid, None, OpenFailure.CHANNEL_LOST)
+        self._resolves.fail_all(OpenFailure.CHANNEL_LOST)
 
     # -- liveness ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start pinging silent peers and expiring streams whose peer is gone."""
-        if self._liveness is None and self.ping_interval > 0:
+        interval = self.peers.ping_interval
+        if self._liveness is None and interval > 0:
             self._liveness = LoopingCall(self.check_peers)
             self._liveness.clock = self.clock
-            self._liveness.start(self.ping_interval, now=False)
+            self._liveness.start(interval, now=False)
 
     def stop(self) -> None:
         if self._liveness is not None and self._liveness.running:
@@ -342,85 +351,81 @@ class Node:
         self._liveness = None
 
     def check_peers(self) -> None:
+        """Ping each quiet peer that carries streams; end the streams of a silent one."""
         now = self.clock.seconds()
-        by_peer: dict[str, list[Stream]] = {}
-        for stream in self.streams.values():
-            by_peer.setdefault(stream.peer, []).append(stream)
-        for peer, streams in by_peer.items():
-            heard = self._peers.get(peer, (now, ""))[0]
-            silence = now - heard
-            if silence > self.grace:
+        for peer, streams in self._streams.by_peer().items():
+            liveness = self.peers.liveness(peer, now)
+            if liveness is Liveness.GONE:
                 self.log.warn(
                     "node {peer} silent for {silence:.0f}s: closing its {n} streams",
                     peer=peer,
-                    silence=silence,
+                    silence=self.peers.silence(peer, now),
                     n=len(streams),
                 )
-                self.stats["streams-expired"] += len(streams)
+                self.stats.streams_expired += len(streams)
                 for stream in streams:
                     stream.expire()
-            elif silence >= self.ping_interval:
+            elif liveness is Liveness.PING:
                 self.ping(peer)
 
     def _heard(self, env: Envelope) -> None:
         """Note that ``env.source`` is alive; a new incarnation means it restarted."""
-        previous = self._peers.get(env.source)
-        self._peers[env.source] = (self.clock.seconds(), env.incarnation)
-        if previous and previous[1] and env.incarnation and previous[1] != env.incarnation:
-            stale = [
-                s
-                for s in self.streams.values()
-                if s.peer == env.source and s.peer_incarnation not in ("", env.incarnation)
-            ]
-            if stale:
-                self.log.info(
-                    "node {peer} restarted: resetting {n} stale streams",
-                    peer=env.source,
-                    n=len(stale),
-                )
-            for stream in stale:
-                stream.abort()
+        if not self.peers.heard(env.source, env.incarnation, self.clock.seconds()):
+            return
+        stale = self._streams.stale(env.source, env.incarnation)
+        if stale:
+            self.log.info(
+                "node {peer} restarted: resetting {n} stale streams",
+                peer=env.source,
+                n=len(stale),
+            )
+        for stream in stale:
+            stream.abort()
 
     def shutdown(self) -> None:
         """Service stop: close every stream cleanly and tell the peers."""
-        for stream in list(self.streams.values()):
+        for stream in list(self._streams.values()):
             stream.shutdown()
 
     def _update_all(self) -> None:
-        for stream in list(self.streams.values()):
+        for stream in list(self._streams.values()):
             stream.update_reading()
 
     # -- receiving -------------------------------------------------------------------------
 
     def frame_received(self, frame) -> None:
         """A MESSAGE from our destinations. Anything malformed is counted and dropped."""
-        self.stats["messages-in"] += 1
+        stats = self.stats
+        stats.messages_in += 1
         try:
             sealer = self.sealer
             env = from_frame(frame) if sealer is None else sealer.open(frame, self.clock.seconds())
         except EnvelopeError as e:
-            now = self.clock.seconds()
-            refusal = None if sealer is None else sealer.rejected(e, self.stats, now)
+            refusal = None if sealer is None else sealer.rejected(e, self.clock.seconds())
             if refusal is not None:
+                if refusal.foreign:
+                    stats.foreign += 1
+                    return
+                stats.seal_refused[refusal.reason] += 1
                 if refusal.loggable:
                     self.log.warn(
                         "dropped a message ({reason}; {count} so far{more}): {problem}",
                         reason=refusal.reason,
-                        count=refusal.count,
+                        count=stats.seal_refused[refusal.reason],
                         more=f", {refusal.not_logged} not logged" if refusal.not_logged else "",
                         problem=refusal.problem,
                     )
-                return  # counted by the sealer; logged at most once per kind per interval
-            self.stats["malformed"] += 1
-            if self.stats["malformed"] <= 10 or self.stats["malformed"] % 1000 == 0:
+                return  # logged at most once per kind per interval
+            stats.malformed += 1
+            if stats.malformed <= 10 or stats.malformed % 1000 == 0:
                 self.log.warn(
                     "dropped a malformed message ({count} so far): {problem}",
-                    count=self.stats["malformed"],
+                    count=stats.malformed,
                     problem=str(e),
                 )
             return
         if env.cluster != self.cluster or env.destination not in (self.name, BROADCAST):
-            self.stats["foreign"] += 1
+            stats.foreign += 1
             return
         if env.source == self.name and env.incarnation == self.incarnation:
             return  # our own broadcast
@@ -441,24 +446,24 @@ class Node:
             self._node_message(env)
             return
         if env.type is MsgType.RESOLVE:
-            if self.resolve_handler is not None:
-                self.resolve_handler(env)
+            if self._sink is not None:
+                self._sink.resolve(env)
             else:
                 self.answer_resolve(env, None, OpenFailure.ERROR)
             return
         if env.type is MsgType.RESOLVED:
-            self._resolved(env.source, env.resource, env)
+            self._resolves.answered(env)
             return
-        stream = self.streams.get((env.source, env.resource))
+        stream = self._streams.get((env.source, env.resource))
         if stream is not None:
             stream.receive(env)
-        elif env.type is MsgType.OPEN and env.key in self._recently_closed:
+        elif env.type is MsgType.OPEN and self._streams.recently_ended(env.key):
             # A retransmitted OPEN of a stream that already ended here: do not reopen it.
             self._send(MsgType.RESET, env.source, env.resource, 0, b"")
-        elif env.type is MsgType.OPEN and self.open_handler is not None:
-            self.open_handler(env)
+        elif env.type is MsgType.OPEN and self._sink is not None:
+            self._sink.open(env)
         elif env.type is MsgType.OPEN:
-            self.stats["open-refused"] += 1
+            self.stats.open_refused += 1
             self._send(
                 MsgType.OPEN_FAIL,
                 env.source,
@@ -474,19 +479,18 @@ class Node:
         elif env.type not in (MsgType.CLOSE, MsgType.ACK, MsgType.RESET) or _is_resync(env):
             # A stream we do not know (closed already, or from a previous incarnation):
             # tell the peer so it stops sending.
-            self.stats["unknown-stream"] += 1
+            self.stats.unknown_stream += 1
             self._send(MsgType.RESET, env.source, env.resource, 0, b"")
 
     def _node_message(self, env: Envelope) -> None:
         if env.type is MsgType.PING:
             self._send(MsgType.PONG, env.source, "", 0, env.body)
         elif env.type is MsgType.PONG:
-            self.stats["pongs"] += 1
+            self.stats.pongs += 1
             try:
-                rtt = self.clock.seconds() - float(env.params().get("t", ""))
+                pinged = float(env.params().get("t", ""))
             except (ValueError, EnvelopeError):
                 return
-            if 0 <= rtt < 3600:  # our own ping's timestamp came back
-                self.peer_rtt[env.source] = (self.clock.seconds(), rtt)
+            self.peers.pong(env.source, pinged, self.clock.seconds())
         else:
-            self.stats["malformed"] += 1
+            self.stats.malformed += 1

@@ -328,40 +328,43 @@ class Sealer:
         window.mark(n)
         return Envelope(kind, cluster, src, dst, resource, seq, timestamp, inc, plain[end:])
 
-    def rejected(self, error: Exception, stats: Counter[str], now: float) -> Refusal | None:
-        """Count a message ``open`` refused and say whether to log it; None if merely malformed.
+    def rejected(self, error: Exception, now: float) -> Refusal | None:
+        """Say what a message ``open`` refused counts as and whether to log it; None if
+        merely malformed.
 
-        Stats: ``seal-unsealed``, ``seal-auth``, ``seal-replay``, ``seal-stale``; another
-        cluster's message counts as ``foreign``, like an unsealed one would. At most one
+        The caller (the node) counts it: another cluster's message as ``foreign``, like an
+        unsealed one would be; the rest by reason (unsealed, auth, replay, stale). At most one
         refusal per kind every ``LOG_INTERVAL`` seconds is ``loggable``, so a flood of forged
-        messages cannot flood the log; the caller (the node) writes the line.
+        messages cannot flood the log; the caller writes the line.
         """
         if not isinstance(error, SealRejected):
             return None
         reason = error.reason
         if reason == "foreign":
-            stats["foreign"] += 1
-            return Refusal(reason, stats["foreign"], 0, str(error), loggable=False)
-        stats[f"seal-{reason}"] += 1
-        count = stats[f"seal-{reason}"]
+            return Refusal(reason, 0, str(error), loggable=False)
         last = self._logged.get(reason)
         if last is not None and now - last < LOG_INTERVAL:
             self._suppressed[reason] += 1
-            return Refusal(reason, count, 0, str(error), loggable=False)
+            return Refusal(reason, 0, str(error), loggable=False)
         self._logged[reason] = now
         more = self._suppressed.pop(reason, 0)
-        return Refusal(reason, count, more, str(error), loggable=True)
+        return Refusal(reason, more, str(error), loggable=True)
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """A sealed message refused: why, how many so far, and whether this one earns a log line."""
+    """A sealed message refused: why, and whether this one earns a log line (and how many
+    of its kind went unlogged since the last one)."""
 
     reason: str
-    count: int
     not_logged: int
     problem: str
     loggable: bool
+
+    @property
+    def foreign(self) -> bool:
+        """Another cluster's message: counted with the other foreign ones, not as a refusal."""
+        return self.reason == "foreign"
 
 
 def sealer_for(channel: Any, cluster: str, max_age: float = DEFAULT_MAX_AGE) -> Sealer | None:

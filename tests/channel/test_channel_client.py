@@ -95,6 +95,6 @@ def test_messages_for_other_nodes_are_counted_not_delivered():
     env = Envelope(MsgType.PING, "other", "x", "n1", "", 0, 0, "i", b"")
     frame = encode_send("top", env).replace(b"SEND", b"MESSAGE", 1)
     proto.dataReceived(frame)
-    assert node.stats["foreign"] == 1
+    assert node.stats.foreign == 1
     proto.dataReceived(b"MESSAGE\ndestination:/topic/top.c.n1\n\nnot ours\x00")
-    assert node.stats["malformed"] == 1
+    assert node.stats.malformed == 1

@@ -179,7 +179,7 @@ async def test_status_command_shows_nodes_peers_and_streams(tmp_path):
     root = await start_service(text, str(cfg))
     client = None
     try:
-        await until(lambda: "si" in root.nodes["so"].peer_rtt)
+        await until(lambda: root.nodes["so"].peers.rtt("si") is not None)
         client = await connect(forward)
         client.transport.write(b"y" * 5000)
         await until(lambda: len(client.data) == 5000)
@@ -365,8 +365,8 @@ async def test_connect_relays_stdin_and_stdout(relay, tmp_path):
         assert hashlib.sha256(out).hexdigest() == hashlib.sha256(payload).hexdigest()
         assert err == b""  # quiet by default: stdout and stderr belong to ssh
         # It ran as a node of its own, next to whatever uses the same file.
-        assert [p for p in relay.sink_node._peers if p.startswith("cli-")]
-        assert relay.sink_node.stats["streams-closed"] == 1
+        assert [p for p in relay.sink_node.peers if p.startswith("cli-")]
+        assert relay.sink_node.stats.streams_closed == 1
     finally:
         for p in ports:
             await p.stopListening()

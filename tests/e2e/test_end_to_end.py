@@ -8,6 +8,7 @@ import socket
 import pytest_twisted
 from twisted.internet import defer, protocol
 
+from socketeer.tunnel.reasons import OpenFailure
 from socketeer.tunnel.stream import MAX_DATA_MESSAGE, Stream
 
 from support.relay import Collector, DigestServer, Echo, connect, listen, sha256
@@ -112,8 +113,8 @@ async def test_target_refusing_closes_client(relay):
     client.transport.write(b"anyone there?")
     assert await with_timeout(client.eof) == b""  # closed without a byte
     client.transport.loseConnection()
-    assert relay.source_node.stats["open-failed:refused"] == 1
-    assert relay.sink_node.stats["open-failed:refused"] == 1
+    assert relay.source_node.stats.open_failed[OpenFailure.REFUSED] == 1
+    assert relay.sink_node.stats.open_failed[OpenFailure.REFUSED] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -215,4 +216,4 @@ async def test_fixed_forward_on_a_unix_socket(relay, tmp_path):
     client.transport.write(b"over a unix socket")
     client.transport.loseWriteConnection()
     assert await with_timeout(client.lost) == b"over a unix socket"
-    assert relay.source_node.stats["streams-opened"] == 1
+    assert relay.source_node.stats.streams_opened == 1

@@ -144,9 +144,9 @@ async def test_clusters_on_one_rabbitmq_do_not_see_each_other():
             for node in (relay.sink_node, relay.source_node):
                 # Everything that arrived was addressed to this node: what the other sent
                 # never reached it (the broker routes by cluster and node).
-                assert node.stats["foreign"] == 0
-                assert node.stats["messages-in"] > 0
-                assert node.stats["unknown-stream"] == 0
+                assert node.stats.foreign == 0
+                assert node.stats.messages_in > 0
+                assert node.stats.unknown_stream == 0
     finally:
         for relay in relays:
             await relay.stop()
@@ -172,4 +172,4 @@ async def test_transfer_survives_a_rabbitmq_restart(rabbit_relay):
         assert code == 0, err
     answer = await client.lost.addTimeout(180, reactor)
     assert answer.decode() == f"{size} {bulk.digest.hexdigest()}"
-    assert relay.source_node.stats["streams-expired"] == 0
+    assert relay.source_node.stats.streams_expired == 0

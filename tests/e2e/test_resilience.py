@@ -166,7 +166,7 @@ async def test_killed_sink_closes_the_client_within_the_grace_period(tmp_path):
         killed_at = reactor.seconds()
         await client.eof.addTimeout(30, reactor)  # closed, not hung
         assert reactor.seconds() - killed_at < 3.0 + 2 * 1.0 + 2.0
-        assert pair.source_node.stats["streams-expired"] == 1
+        assert pair.source_node.stats.streams_expired == 1
         client.transport.loseConnection()
     finally:
         await pair.stop()

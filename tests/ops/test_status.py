@@ -14,6 +14,7 @@ from twisted.internet.endpoints import serverFromString
 
 from socketeer.config.load import ConfigError, parse_config
 from socketeer.passwords import hash_password
+from socketeer.tunnel.reasons import OpenFailure
 
 from support.ops import echo_server, free_port, http_get, relay_config, start_service, until
 from support.relay import connect
@@ -48,7 +49,7 @@ async def test_status_and_metrics_follow_a_stream():
     try:
         so, si = root.nodes["so"], root.nodes["si"]
         # Each node pings its cluster once it is up: peers and round trips become known.
-        await until(lambda: "si" in so.peer_rtt and "so" in si.peer_rtt)
+        await until(lambda: so.peers.rtt("si") is not None and si.peers.rtt("so") is not None)
         client = await connect(forward)
         client.transport.write(b"x" * 1000)
         await until(lambda: len(client.data) == 1000)
@@ -134,9 +135,9 @@ async def test_failures_denials_and_dropped_messages_are_reported():
         assert await client.eof.addTimeout(20, reactor) == b""
         client.transport.loseConnection()
         so = root.nodes["so"]
-        await until(lambda: so.stats["open-failed:refused"] == 1 and so.stats["pongs"])
+        await until(lambda: so.stats.open_failed[OpenFailure.REFUSED] == 1 and so.stats.pongs)
         # What a policy and a forger would leave behind (their own tests drive them).
-        so.stats["denied:blacklist b"] += 2
+        so.stats.denied["blacklist b"] += 2
         so.frame_received(StompFrame(StompSpec.MESSAGE, {"destination": "/topic/t"}, b"junk"))
         _, _, body = await http_get(f"http://127.0.0.1:{status}/status")
         src = by_node(json.loads(body), "so")
@@ -178,7 +179,7 @@ async def test_reconnects_and_the_current_broker_of_a_failover_list():
                 listener.factory
             )
         )
-        await until(lambda: so.connected and so.stats["channel-connects"] == 2)
+        await until(lambda: so.connected and so.stats.channel_connects == 2)
         _, _, body = await http_get(f"http://127.0.0.1:{status}/status")
         channel = by_node(json.loads(body), "so")["channel"]
         assert channel["brokers"] == [f"127.0.0.1:{dead}", f"127.0.0.1:{broker}"]

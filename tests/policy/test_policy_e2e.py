@@ -29,6 +29,7 @@ from socketeer.policy import PolicyRef
 from socketeer.sink.connect import system_address_resolver
 from socketeer.source.forward import FixedForwardFactory
 from socketeer.source.proxy import ProxyFactory, ProxySettings
+from socketeer.tunnel.reasons import OpenFailure
 
 from support.relay import Collector, connect, listen
 
@@ -185,7 +186,7 @@ async def test_denied_client_gets_its_protocols_refusal(relay, logged):
     assert code != 0  # the connection was closed at once
 
     assert recorder.requests == []
-    assert relay.source_node.stats["denied:accesslist"] == 5
+    assert relay.source_node.stats.denied["accesslist"] == 5
     refusals = [ln for ln in logged if "is not in accesslist lan" in ln]
     assert len(refusals) == 5, refusals
 
@@ -220,7 +221,7 @@ async def test_access_list_sees_ipv6_and_mapped_peers(relay, interface, client, 
     collector.transport.loseConnection()
     assert answer[2:4] == (b"\x05\x00" if admitted else b"\x05\x02")
     assert answer.endswith(HELLO) is admitted
-    assert relay.source_node.stats["denied:accesslist"] == (0 if admitted else 1)
+    assert relay.source_node.stats.denied["accesslist"] == (0 if admitted else 1)
 
 
 @pytest_twisted.ensureDeferred
@@ -272,13 +273,13 @@ async def test_denied_target(relay, logged):
 
     assert recorder.requests == []
     assert not relay.sink_node.streams
-    denied = relay.source_node.stats["denied:blacklist.local"]
+    denied = relay.source_node.stats.denied["blacklist.local"]
     assert denied == 14
     rule = f"blacklist.local (host=localhost port={web})"
     assert len([ln for ln in logged if rule in ln]) == denied  # once per denial
     # another port is not on the list
     out, err, code = await curl("--socks5-hostname", f"127.0.0.1:{proxy}", "http://127.0.0.1:1/")
-    assert code != 0 and relay.source_node.stats["denied:blacklist.local"] == denied
+    assert code != 0 and relay.source_node.stats.denied["blacklist.local"] == denied
 
 
 @needs_curl
@@ -300,13 +301,13 @@ async def test_whitelisted_target_allowed_and_nothing_else(relay):
     assert (status, body) == ("200", HELLO)
     assert [uri for _, uri in recorder.requests] == [b"/a", b"/b"]
     assert await socks5(proxy, "127.0.0.1", other) == b"\x05\x02"
-    assert relay.source_node.stats["denied:whitelist"] == 1
+    assert relay.source_node.stats.denied["whitelist"] == 1
 
     forward = FixedForwardFactory(relay.source_node, "si", "127.0.0.1", other, policy=ref)
     port = await listen(forward, relay.ports)
     out, err, code = await curl(f"http://127.0.0.1:{port}/")
     assert code != 0
-    assert relay.source_node.stats["denied:whitelist"] == 2
+    assert relay.source_node.stats.denied["whitelist"] == 2
 
 
 @needs_curl
@@ -387,9 +388,9 @@ async def test_sink_denies_a_target_the_source_allowed(relay, logged):
     )
     assert code != 0
     assert recorder.requests == []
-    denied = relay.sink_node.stats["denied:blacklist.local"]
+    denied = relay.sink_node.stats.denied["blacklist.local"]
     assert denied == 10
-    assert relay.source_node.stats["open-failed:denied"] == 10
+    assert relay.source_node.stats.open_failed[OpenFailure.DENIED] == 10
     rule = f"blacklist.local (host=127.0.0.0/8 port={web})"
     assert len([ln for ln in logged if rule in ln]) == denied
     assert not [ln for ln in logged if rule in ln and "from node so" not in ln]
@@ -430,7 +431,7 @@ async def test_sink_judges_what_a_name_resolves_to(relay):
     assert answer.endswith(HELLO)
     assert recorder.requests == [(b"ok.test", b"/checked")]
     assert lookups == ["rebind.test", "inside.test", "ok.test"]  # one lookup per stream
-    assert relay.sink_node.stats["denied:blacklist.local"] == 2
+    assert relay.sink_node.stats.denied["blacklist.local"] == 2
 
 
 # -- SIGHUP: a real twistd ---------------------------------------------------------------------

@@ -130,7 +130,7 @@ def test_a_name_resolving_to_a_forbidden_address_is_denied() -> None:
         (MsgType.OPEN_FAIL, {"reason": "denied", "message": "by the policy of node si"})
     ]
     assert h.attempts == [] and h.by_name == []
-    assert h.node.stats["denied:blacklist.local"] == 1
+    assert h.node.stats.denied["blacklist.local"] == 1
     assert not h.node.streams
 
 
@@ -191,7 +191,7 @@ def test_a_whitelist_needs_the_name_or_all_addresses() -> None:
     assert h.link.answers() == [
         (MsgType.OPEN_FAIL, {"reason": "denied", "message": "by the policy of node si"})
     ]
-    assert h.node.stats["denied:whitelist"] == 1
+    assert h.node.stats.denied["whitelist"] == 1
 
 
 def test_timeout_while_resolving() -> None:

@@ -6,6 +6,7 @@ from twisted.internet.task import Clock
 
 from socketeer.sink.connect import Sink
 from socketeer.tunnel.node import Node
+from socketeer.tunnel.reasons import OpenFailure
 from socketeer.wire.envelope import Envelope, MsgType, encode_params
 
 from support.relay import Link
@@ -25,6 +26,6 @@ def test_an_endpoint_that_cannot_be_built_is_one_open_failure():
     node.envelope_received(Envelope(MsgType.OPEN, "c", "so", "si", "r1", 0, 0, "src", body))
     assert link.kinds() == [MsgType.OPEN_FAIL]
     assert link.sent[0].params()["reason"] == "name-not-found"
-    assert node.stats["open-failed:name-not-found"] == 1
-    assert node.stats["streams-closed"] == 0
+    assert node.stats.open_failed[OpenFailure.NAME_NOT_FOUND] == 1
+    assert node.stats.streams_closed == 0
     assert not node.streams

@@ -1,15 +1,42 @@
-"""Node dispatch, liveness and resumption, with a fake channel link and a Clock."""
+"""Node dispatch, liveness, resumption, counting and snapshot, with a fake link and a Clock."""
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
 
 from socketeer.tunnel.node import Node
+from socketeer.tunnel.reasons import OpenFailure
+from socketeer.tunnel.snapshot import ChannelState
 from socketeer.tunnel.stream import Phase
 from socketeer.wire.envelope import Envelope, MsgType, encode_params
+from socketeer.wire.seal import Sealer
+from socketeer.wire.stompframing import StompFrameParser
 
 from support.relay import Link
+
+
+class RecordingSink:
+    """A sink that only records the requests it is served."""
+
+    def __init__(self) -> None:
+        self.opened: list[Envelope] = []
+        self.resolves: list[Envelope] = []
+
+    def open(self, request: Envelope) -> None:
+        self.opened.append(request)
+
+    def resolve(self, request: Envelope) -> None:
+        self.resolves.append(request)
+
+
+NOW = 1_800_000_000.0
+
+
+def frame_of(data: bytes):
+    (frame,) = StompFrameParser("1.2", server=True).feed(data)
+    return frame
 
 
 def make_node(**kw) -> tuple[Node, Clock, Link]:
@@ -68,7 +95,7 @@ def test_silent_peer_is_pinged_then_its_streams_expire():
     clock.advance(25)
     assert stream.phase is Phase.CLOSED
     assert transport.disconnecting
-    assert node.stats["streams-expired"] == 1
+    assert node.stats.streams_expired == 1
     node.stop()
 
 
@@ -85,12 +112,13 @@ def test_retransmitted_open_of_an_ended_stream_is_reset():
     node = Node("c", "si", "t", clock, incarnation="sink")
     link = Link()
     node.channel_ready(link)
-    opened = []
-    node.open_handler = opened.append
+    sink = RecordingSink()
+    node.serve(sink)
+    opened = sink.opened
     env = Envelope(MsgType.OPEN, "c", "so", "si", "r1", 0, 0, "src", encode_params({}))
     node.envelope_received(env)
     assert len(opened) == 1
-    node._recently_closed[("so", "r1")] = None  # the stream ran and ended
+    node.streams.remember_ended(("so", "r1"))  # the stream ran and ended
     node.envelope_received(env)
     assert len(opened) == 1
     assert link.kinds()[-1] is MsgType.RESET
@@ -102,3 +130,88 @@ def test_resync_for_unknown_stream_is_answered_with_reset():
     assert link.kinds() == [MsgType.RESET]
     node.envelope_received(from_peer(MsgType.ACK, "gone", body=encode_params({"n": 1})))
     assert link.kinds() == [MsgType.RESET]  # a plain ACK for an unknown stream: ignored
+
+
+def test_sink_serves_opens_of_new_streams_only():
+    clock = Clock()
+    node = Node("c", "si", "t", clock, incarnation="sink")
+    link = Link()
+    node.channel_ready(link)
+    env = Envelope(MsgType.OPEN, "c", "so", "si", "r1", 0, 0, "src", encode_params({}))
+    node.envelope_received(env)
+    assert link.kinds() == [MsgType.OPEN_FAIL]  # not a sink (yet)
+    assert node.stats.open_refused == 1
+    sink = RecordingSink()
+    node.serve(sink)
+    node.envelope_received(env)
+    assert sink.opened == [env] and len(link.sent) == 1
+
+
+def test_snapshot_shows_channel_peers_streams_and_counters():
+    node, clock, link = make_node()
+    link.broker = "broker.example:61613"
+    clock.advance(10)
+    stream, _ = open_one(node, link)
+    stream.local_data(b"12345")
+    clock.advance(1)
+    node.ping("si")
+    (ping,) = [e for e in link.sent if e.type is MsgType.PING]
+    clock.advance(0.5)
+    node.envelope_received(from_peer(MsgType.PONG, "", body=ping.body))
+    node.channel_congested(True)
+    snap = node.snapshot()
+    assert (snap.cluster, snap.node, snap.incarnation, snap.time) == ("c", "so", "me", 11.5)
+    assert snap.channel == ChannelState(True, True, "broker.example:61613", 1)
+    (peer,) = snap.peers
+    assert (peer.node, peer.incarnation, peer.last_heard, peer.last_pong) == (
+        "si",
+        "p1",
+        11.5,
+        11.5,
+    )
+    assert peer.rtt == 0.5
+    (state,) = snap.streams
+    assert (state.id, state.peer, state.target, state.phase) == (
+        stream.resource,
+        "si",
+        "example.org:80",
+        "open",
+    )
+    assert (state.sent, state.started, snap.bytes_out, snap.streams_opened) == (5, 10.0, 5, 1)
+    assert snap.counts.streams_opened == 1 and snap.counts.pongs == 1
+    node.channel_lost()
+    assert node.snapshot().channel == ChannelState(False, False, None, 1)
+    assert snap.channel.connected  # the earlier snapshot did not change
+
+
+def test_stream_end_is_counted_as_closed_or_failed_by_reason():
+    node, clock, link = make_node()
+    stream, _ = open_one(node, link)
+    stream.local_data(b"abc")
+    node.envelope_received(from_peer(MsgType.CLOSE, stream.resource, seq=1))
+    failing = node.open_stream("si", "example.org", 81)
+    node.envelope_received(
+        from_peer(MsgType.OPEN_FAIL, failing.resource, body=encode_params({"reason": "refused"}))
+    )
+    counts = node.snapshot().counts
+    assert counts.streams_closed == 1 and counts.bytes_out == 3
+    assert counts.open_failed == {OpenFailure.REFUSED: 1}
+    assert not node.streams and node.streams.recently_ended(stream.key)
+
+
+def test_sealed_refusals_are_counted_by_the_node_and_logged_at_a_rate_limit():
+    clock = Clock()
+    clock.advance(NOW)
+    node = Node("c", "si", "t", clock, sealer=Sealer("k", "c", "t"))
+    node.channel_ready(Link())
+    events: list[dict] = []
+    node.log = Logger(observer=events.append)
+    forger = Sealer("other", "c", "t")
+    ping = Envelope(MsgType.PING, "c", "so", "si", "", 0, int(NOW * 1000), "x", b"")
+    for _ in range(5):
+        node.frame_received(frame_of(forger.seal(ping)))
+    clock.advance(20)
+    node.frame_received(frame_of(forger.seal(ping)))
+    assert node.stats.seal_refused == {"auth": 6} and node.stats.malformed == 0
+    lines = [(e["count"], e["more"]) for e in events if "dropped a message" in e["log_format"]]
+    assert lines == [(1, ""), (6, ", 4 not logged")]
