@@ -26,10 +26,12 @@ itself is pure; Twisted is imported only where an endpoint is built.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hyperlink import URL, DecodedURL
+
+from socketeer.secret import Secret
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
@@ -42,7 +44,6 @@ __all__ = [
     "ChannelScheme",
     "ChannelSpec",
     "ChannelURLError",
-    "Secret",
     "SslScheme",
     "StompScheme",
     "StompSslScheme",
@@ -63,18 +64,6 @@ _SCHEME_NO_SLASHES_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(?!//)")
 
 class ChannelURLError(ValueError):
     """A channel URL is malformed; the message says what is wrong and what is allowed."""
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A password or key that must never leak into a repr, a log line or a traceback."""
-
-    value: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
 
 
 class ChannelScheme(Protocol):

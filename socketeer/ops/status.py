@@ -31,8 +31,8 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from socketeer import __version__
-from socketeer.channel.url import Secret
 from socketeer.passwords import verify
+from socketeer.secret import Secret
 from socketeer.tunnel.node import Node
 
 __all__ = ["PING_INTERVAL", "StatusService", "node_report", "snapshot"]

@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from socketeer.channel.url import Secret
+from socketeer.secret import Secret
 from socketeer.wire.envelope import (
     BROADCAST,
     H_CLUSTER,

@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock
 
-from socketeer.channel.url import Secret
+from socketeer.secret import Secret
 from socketeer.tunnel.node import Node
 from socketeer.wire.envelope import Envelope, EnvelopeError, MsgType, encode_send
 from socketeer.wire.seal import REPLAY_WINDOW, Sealer, SealRejected, derive_master_key, sealer_for
