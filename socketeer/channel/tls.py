@@ -210,8 +210,8 @@ def client_creator(spec: ChannelSpec) -> IOpenSSLClientConnectionCreator:
 def tls_client_endpoint(spec: ChannelSpec, tcp: IStreamClientEndpoint) -> IStreamClientEndpoint:
     """TLS over ``tcp`` (an endpoint to the broker of ``spec``), logging why TLS failed.
 
-    The certificate files are read now, so a file that went bad since the configuration was
-    loaded fails here, once, rather than on every connection attempt.
+    The certificate files are read now: a file that went bad since the configuration was
+    loaded raises TLSFileError here, to the caller, instead of failing inside a handshake.
     """
     creator = client_creator(spec)
     inner = wrapClientTLS(creator, tcp)
