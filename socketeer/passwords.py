@@ -14,7 +14,7 @@ import hmac
 import os
 from collections.abc import Mapping
 
-from socketeer.channel.url import Secret
+from socketeer.secret import Secret
 
 PBKDF2_PREFIX = "pbkdf2-sha256$"
 DEFAULT_ITERATIONS = 200_000

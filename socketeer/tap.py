@@ -18,10 +18,11 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from socketeer import __version__
-from socketeer.broker.protocol import BrokerFactory, broker_service
+from socketeer.broker.listeners import broker_service, broker_tls_service
+from socketeer.broker.protocol import BrokerFactory
 from socketeer.broker.router import Router
 from socketeer.channel.client import ChannelService
-from socketeer.channel.tls import broker_tls_service
+from socketeer.channel.endpoints import client_endpoint
 from socketeer.config.load import Config, ConfigError, SourceSinkConfig, load_config
 from socketeer.config.security import channel_is_protected
 from socketeer.ops.memtune import tune_malloc
@@ -165,7 +166,9 @@ def _node_service(
     )
     svc = MultiService()
     svc.setName(f"sourcesink-{ss.id}")
-    channel = ChannelService(node, ss.channel, ss.channel.client_endpoint(reactor), reactor, limits)
+    channel = ChannelService(
+        node, ss.channel, client_endpoint(reactor, ss.channel), reactor, limits
+    )
     channel.setName("channel")
     channel.setServiceParent(svc)
     if ss.spawning_sink:

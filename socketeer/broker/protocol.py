@@ -1,8 +1,9 @@
 """The embedded in-process STOMP broker: one BrokerProtocol per client connection.
 
 Parsing is :class:`socketeer.wire.stompframing.StompFrameParser`; who receives a
-message is :class:`socketeer.broker.router.Router`. This module only moves bytes,
-keeps per-connection state, and runs the timers (all on the injected clock).
+message is :class:`socketeer.broker.router.Router`; where it listens is
+:mod:`socketeer.broker.listeners`. This module only moves bytes, keeps per-connection
+state, and runs the timers (all on the injected clock).
 
 Connection lifecycle::
 
@@ -38,10 +39,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from stompest.protocol import StompSpec
-from twisted.application import strports
-from twisted.application.service import IService
 from twisted.internet import protocol
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorCore, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -59,7 +58,7 @@ from socketeer.wire.stompframing import (
     encode_frame,
 )
 
-__all__ = ["BrokerFactory", "BrokerProtocol", "broker_service", "with_backlog"]
+__all__ = ["BrokerFactory", "BrokerProtocol"]
 
 SUPPORTED_VERSIONS = StompSpec.VERSIONS  # ("1.0", "1.1", "1.2"), oldest first
 SERVER_NAME = f"Socketeer/{__version__}"
@@ -659,25 +658,3 @@ class BrokerFactory(protocol.Factory):
         )
         self.connections.add(proto)
         return proto
-
-
-_BACKLOG = re.compile(r"(?:^|:)backlog=")
-
-
-def with_backlog(description: str, backlog: int = 256) -> str:
-    """Add ``backlog=`` to a tcp/tcp6 endpoint description that lacks it.
-
-    Twisted's default listen backlog (50) drops SYNs when a few hundred
-    channels reconnect at once.
-    """
-    kind = description.split(":", 1)[0]
-    if kind in ("tcp", "tcp6") and not _BACKLOG.search(description):
-        return f"{description}:backlog={backlog}"
-    return description
-
-
-def broker_service(
-    endpoint_description: str, factory: BrokerFactory, reactor: IReactorCore
-) -> IService:
-    """A service listening on ``endpoint_description``; fails at startup if it cannot bind."""
-    return strports.service(with_backlog(endpoint_description), factory, reactor)

@@ -1,6 +1,6 @@
-"""TLS for the channel (``stomp+ssl://``) and the embedded broker's TLS listener.
+"""TLS for the channel (``stomp+ssl://``): verifying the broker and saying why it failed.
 
-Client side: :func:`client_endpoint` wraps a ``HostnameEndpoint`` in TLS built with
+:func:`tls_client_endpoint` wraps a TCP endpoint to the broker in TLS built with
 ``optionsForClientTLS`` (trust roots from ``cafile`` or the platform's store, an optional
 client certificate) and replaces the per-connection verification with one that checks, in
 order, the certificate chain (``ca``), the pinned sha256 fingerprint of the broker's
@@ -10,21 +10,20 @@ certificate (``fingerprint``, when given) and the host name (``hostname``). With
 a handshake the broker broke off, what it said) and ``ClientService`` reconnects with
 backoff. There is no fallback to plain TCP: a ``stomp+ssl`` channel speaks TLS or nothing.
 
-Server side: :func:`server_options` builds the context (certificate chain and key, TLS 1.2 or
-newer, and with a client CA, required client certificates) and :func:`tls_server_factory`
-wraps the broker factory in it, so a TLS listener can sit on any stream endpoint (tcp, tcp6,
-unix) next to, or instead of, the plain one.
+:func:`identity_options` and :func:`openssl_certificates` turn PEM files into what Twisted's
+TLS options take; the broker's TLS listener (:mod:`socketeer.broker.listeners`) builds its
+context with them too, so both ends read certificates and keys the same way.
 
-The configuration checks the files with :mod:`socketeer.config.tlsfiles` (which imports no Twisted)
-when it is loaded, so a bad file stops start-up with a located error instead of failing
-every connection. Nothing here imports the reactor.
+The configuration checks the files with :mod:`socketeer.config.tlsfiles` (which imports no
+Twisted) when it is loaded, so a bad file stops start-up with a located error instead of
+failing every connection. Nothing here imports the reactor.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
@@ -34,7 +33,7 @@ from service_identity.cryptography import (
     verify_certificate_ip_address,
 )
 from twisted.internet import ssl
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -43,31 +42,23 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socketeer.channel.url import ChannelSpec
 from socketeer.config.tlsfiles import (
-    TLSFileError,
-    _check_pair,
     certificate_fingerprint,
+    check_key_pair,
     normalize_fingerprint,
     read_certificates,
     read_private_key,
 )
 
-if TYPE_CHECKING:
-    from socketeer.channel.url import ChannelSpec
-
 __all__ = [
-    "TLSFileError",
-    "certificate_fingerprint",
-    "client_endpoint",
-    "normalize_fingerprint",
-    "read_certificates",
-    "read_private_key",
-    "server_options",
-    "tls_server_factory",
+    "client_creator",
+    "identity_options",
+    "openssl_certificates",
+    "tls_client_endpoint",
 ]
 
 #: OpenSSL X509_V_ERR_* codes worth naming in a log line.
@@ -82,9 +73,6 @@ _VERIFY_ERRORS = {
     24: "invalid CA certificate",
     26: "unsupported certificate purpose",
 }
-
-
-# -- client ------------------------------------------------------------------------------
 
 
 class _Verifier:
@@ -180,27 +168,38 @@ class _ChannelCreator:
         return connection
 
 
-def _openssl_identity(cert_path: str, key_path: str) -> dict[str, Any]:
-    """CertificateOptions arguments for a certificate chain and key (cryptography objects)."""
+def identity_options(cert_path: str, key_path: str) -> dict[str, Any]:
+    """CertificateOptions arguments for a certificate chain and its key (cryptography objects).
+
+    Raises TLSFileError, naming the file, if either cannot be read or they do not match.
+    """
+    check_key_pair(cert_path, key_path)
     certs = read_certificates(cert_path)
-    key = read_private_key(key_path)
-    _check_pair(certs[0], key, cert_path, key_path)
-    return {"certificate": certs[0], "privateKey": key, "extraCertChain": certs[1:]}
+    return {
+        "certificate": certs[0],
+        "privateKey": read_private_key(key_path),
+        "extraCertChain": certs[1:],
+    }
 
 
-def client_creator(spec: ChannelSpec):
+def openssl_certificates(certs: list[x509.Certificate]) -> list[crypto.X509]:
+    """The same certificates as pyOpenSSL objects, which Twisted's trust and CA options take."""
+    return [crypto.X509.from_cryptography(c) for c in certs]
+
+
+def client_creator(spec: ChannelSpec) -> IOpenSSLClientConnectionCreator:
     """The IOpenSSLClientConnectionCreator for a ``stomp+ssl`` channel (files read now)."""
     cafile = spec.option("cafile")
     if cafile:
         trust = ssl.trustRootFromCertificates(
-            [ssl.Certificate(c) for c in _openssl_certs(read_certificates(cafile, "CA file"))]
+            [ssl.Certificate(c) for c in openssl_certificates(read_certificates(cafile, "CA file"))]
         )
     else:
         trust = ssl.platformTrust()
     extra: dict[str, Any] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
     certfile = spec.option("certfile")
     if certfile:
-        extra.update(_openssl_identity(certfile, spec.option("keyfile") or certfile))
+        extra.update(identity_options(certfile, spec.option("keyfile") or certfile))
     options = ssl.optionsForClientTLS(spec.host, trust, extraCertificateOptions=extra)
     fingerprint = spec.option("fingerprint")
     pin = normalize_fingerprint(fingerprint) if fingerprint else None
@@ -208,14 +207,14 @@ def client_creator(spec: ChannelSpec):
     return _ChannelCreator(options, verifier)
 
 
-def _openssl_certs(certs: list[x509.Certificate]) -> list[Any]:
-    return [crypto.X509.from_cryptography(c) for c in certs]
+def tls_client_endpoint(spec: ChannelSpec, tcp: IStreamClientEndpoint) -> IStreamClientEndpoint:
+    """TLS over ``tcp`` (an endpoint to the broker of ``spec``), logging why TLS failed.
 
-
-def client_endpoint(reactor: Any, spec: ChannelSpec, timeout: float):
-    """A client endpoint that speaks TLS to the broker and reports why TLS failed."""
+    The certificate files are read now: a file that went bad since the configuration was
+    loaded raises TLSFileError here, to the caller, instead of failing inside a handshake.
+    """
     creator = client_creator(spec)
-    inner = wrapClientTLS(creator, HostnameEndpoint(reactor, spec.host, spec.port, timeout=timeout))
+    inner = wrapClientTLS(creator, tcp)
     return _ReportingEndpoint(inner, creator.verifier, f"{spec.host}:{spec.port}")
 
 
@@ -294,32 +293,3 @@ def _ssl_error_text(error: Exception) -> str:
     except (IndexError, TypeError):
         reasons = []
     return "; ".join(reasons) or str(error) or type(error).__name__
-
-
-# -- server ------------------------------------------------------------------------------
-
-
-def server_options(cert_path: str, key_path: str, client_ca: str | None = None):
-    """TLS server context options for the broker; with ``client_ca``, client certs required."""
-    identity = _openssl_identity(cert_path, key_path)
-    kwargs: dict[str, Any] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
-    if client_ca:
-        kwargs.update(
-            verify=True,
-            requireCertificate=True,
-            caCerts=_openssl_certs(read_certificates(client_ca, "client CA file")),
-        )
-    return ssl.CertificateOptions(**identity, **kwargs)
-
-
-def tls_server_factory(options: Any, factory: Any):
-    """``factory`` behind TLS: the protocol factory for a TLS listener."""
-    return TLSMemoryBIOFactory(options, False, factory)
-
-
-def broker_tls_service(settings: Any, factory: Any, reactor: Any):
-    """The broker's TLS listener service (``settings``: a security.BrokerTLSConfig)."""
-    from socketeer.broker.protocol import broker_service
-
-    options = server_options(settings.cert, settings.key, settings.client_ca)
-    return broker_service(settings.listen, tls_server_factory(options, factory), reactor)

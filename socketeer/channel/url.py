@@ -17,22 +17,23 @@ certfile), ``fingerprint`` (the broker certificate's sha256, hex, colons allowed
 ``verify`` (``full``, the default: CA, host name and the pin if given; ``pin``: only the
 fingerprint, for a self-signed broker certificate). See :mod:`socketeer.channel.tls`.
 
-Transports are plugins: a scheme object in :data:`SCHEMES` knows its default
-port and how to build a client endpoint, so ``stomp+ssl`` or others can be
-added with :func:`register_scheme` instead of another ``if`` branch. Parsing
-itself is pure; Twisted is imported only where an endpoint is built.
+Schemes are plugins: a scheme object in :data:`SCHEMES` describes its default port, its
+extra parameters and the transport it runs on, so another scheme is added with
+:func:`register_scheme` instead of another ``if`` branch. This module is pure (no Twisted,
+so the configuration can use it): :mod:`socketeer.channel.endpoints` turns a ChannelSpec
+into the Twisted endpoint that reaches the broker.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from hyperlink import URL, DecodedURL
+from stompest.protocol.failover import StompFailoverUri
 
-if TYPE_CHECKING:
-    from twisted.internet.interfaces import IStreamClientEndpoint
+from socketeer.secret import Secret
 
 __all__ = [
     "DEFAULT_HEARTBEAT_MS",
@@ -42,7 +43,6 @@ __all__ = [
     "ChannelScheme",
     "ChannelSpec",
     "ChannelURLError",
-    "Secret",
     "SslScheme",
     "StompScheme",
     "StompSslScheme",
@@ -65,30 +65,18 @@ class ChannelURLError(ValueError):
     """A channel URL is malformed; the message says what is wrong and what is allowed."""
 
 
-@dataclass(frozen=True)
-class Secret:
-    """A password or key that must never leak into a repr, a log line or a traceback."""
-
-    value: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-
 class ChannelScheme(Protocol):
-    """One channel transport: how to reach the broker named by a ChannelSpec.
+    """One channel URL scheme: its default port and the transport that reaches the broker.
 
-    A scheme may also have ``params`` (extra query parameters it accepts, kept in
+    ``transport`` names an entry of :data:`socketeer.channel.endpoints.TRANSPORTS` (``tcp``,
+    ``tls``). A scheme may also have ``params`` (extra query parameters it accepts, kept in
     ``ChannelSpec.options``), ``check_options(options)`` (raise ChannelURLError if they do
     not make sense) and ``encrypted`` (True if the transport itself encrypts).
     """
 
     name: str
     default_port: int
-
-    def client_endpoint(self, reactor: Any, spec: ChannelSpec) -> IStreamClientEndpoint: ...
+    transport: str
 
 
 SCHEMES: dict[str, ChannelScheme] = {}
@@ -104,13 +92,7 @@ class StompScheme:
 
     name = "stomp"
     default_port = 61626
-    connect_timeout = 10
-
-    def client_endpoint(self, reactor: Any, spec: ChannelSpec) -> IStreamClientEndpoint:
-        # Imported here so that parsing a config never drags Twisted in.
-        from twisted.internet.endpoints import HostnameEndpoint
-
-        return HostnameEndpoint(reactor, spec.host, spec.port, timeout=self.connect_timeout)
+    transport = "tcp"
 
 
 class StompSslScheme(StompScheme):
@@ -118,6 +100,7 @@ class StompSslScheme(StompScheme):
 
     name = "stomp+ssl"
     default_port = 61627
+    transport = "tls"
     params = ("cafile", "certfile", "keyfile", "fingerprint", "verify")
     encrypted = True
 
@@ -140,11 +123,6 @@ class StompSslScheme(StompScheme):
             raise ChannelURLError("verify=pin needs a fingerprint parameter")
         if "keyfile" in options and "certfile" not in options:
             raise ChannelURLError("channel parameter keyfile needs certfile")
-
-    def client_endpoint(self, reactor: Any, spec: ChannelSpec) -> IStreamClientEndpoint:
-        from socketeer.channel.tls import client_endpoint
-
-        return client_endpoint(reactor, spec, self.connect_timeout)
 
 
 class SslScheme(StompSslScheme):
@@ -189,14 +167,6 @@ class ChannelSpec:
         """True if this broker's transport encrypts (TLS); sealing with a codekey is apart."""
         return bool(getattr(SCHEMES.get(self.scheme), "encrypted", False))
 
-    def client_endpoint(self, reactor: Any) -> IStreamClientEndpoint:
-        """Build the endpoint to the broker, delegating to the scheme plugin."""
-        if self.failover:
-            from socketeer.channel.failover import FailoverEndpoint
-
-            return FailoverEndpoint(reactor, self.brokers, randomize=self.randomize)
-        return SCHEMES[self.scheme].client_endpoint(reactor, self)
-
     def redacted(self) -> str:
         """The channel as a URL with secrets shown as ``***``, safe for logs."""
         if self.failover:
@@ -225,7 +195,7 @@ def _allowed_schemes() -> str:
 
 
 def parse_channel_url(text: str) -> ChannelSpec:
-    """Parse a channel URL (seed form, ``scheme://`` form or failover); raise ChannelURLError.
+    """Parse a channel URL (short form, ``scheme://`` form or failover); raise ChannelURLError.
 
     ``failover:(URL1,URL2,...)?options`` lists brokers to try in turn (the stompest /
     ActiveMQ failover syntax, with full channel URLs inside): the spec returned is the
@@ -239,8 +209,6 @@ def parse_channel_url(text: str) -> ChannelSpec:
 
 
 def _parse_failover(text: str) -> ChannelSpec:
-    from stompest.protocol.failover import StompFailoverUri
-
     body = text[len("failover:") :]
     options = ""
     if body.startswith("("):
@@ -276,13 +244,13 @@ def _parse_failover(text: str) -> ChannelSpec:
 
 
 def _parse_single(text: str) -> ChannelSpec:
-    """Parse one broker's channel URL (seed form or ``scheme://`` form)."""
+    """Parse one broker's channel URL (short form or ``scheme://`` form)."""
     if not isinstance(text, str):
         raise ChannelURLError(f"channel must be text, not {type(text).__name__}")
     raw = text.strip()
     if not raw:
         raise ChannelURLError("channel is empty; expected e.g. stomp://host:61626/topic")
-    # The seed writes "stomp:host:port/..."; hyperlink needs "stomp://host:port/...".
+    # The short form is "stomp:host:port/..."; hyperlink needs "stomp://host:port/...".
     raw = _SCHEME_NO_SLASHES_RE.sub(r"\1://", raw, count=1)
     try:
         url = DecodedURL.from_text(raw)

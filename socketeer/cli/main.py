@@ -47,7 +47,8 @@ DEFAULT_STATUS_URL = "http://127.0.0.1:9626/status"
 
 def _value(value: Any) -> str | None:
     """A scalar shown on one line, or None for something to unfold."""
-    from socketeer.channel.url import ChannelSpec, Secret
+    from socketeer.channel.url import ChannelSpec
+    from socketeer.secret import Secret
 
     if value is None:
         return "none"

@@ -42,7 +42,7 @@ import javaproperties
 if TYPE_CHECKING:
     from socketeer.config.security import BrokerTLSConfig
 
-from socketeer.channel.url import ChannelSpec, ChannelURLError, Secret, parse_channel_url
+from socketeer.channel.url import ChannelSpec, ChannelURLError, parse_channel_url
 from socketeer.config.status import STATUS_KEYS, StatusConfig, is_status_user_key, status_config
 from socketeer.policy import (
     CLIENT_PATTERN_ALLOWED,
@@ -60,6 +60,7 @@ from socketeer.policy import (
     parse_port,
     parse_port_range,
 )
+from socketeer.secret import Secret
 
 __all__ = [
     "BrokerConfig",

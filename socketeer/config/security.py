@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from socketeer.channel.url import ChannelSpec, Secret
+from socketeer.channel.url import ChannelSpec
 from socketeer.config.load import (
     K_INTERFACE,
     K_PORT,
@@ -41,6 +41,7 @@ from socketeer.config.load import (
 )
 from socketeer.config.secretref import SecretRefError, resolve_secret
 from socketeer.config.tlsfiles import TLSFileError, check_key_pair, read_certificates
+from socketeer.secret import Secret
 
 if TYPE_CHECKING:
     from socketeer.config.load import BrokerConfig, SourceSinkConfig, _Props

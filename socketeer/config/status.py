@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from socketeer.channel.url import Secret
 from socketeer.passwords import BadPasswordHash, parse_stored
+from socketeer.secret import Secret
 
 if TYPE_CHECKING:
     from socketeer.config.load import BrokerConfig, SourceSinkConfig, _Props

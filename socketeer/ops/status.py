@@ -30,9 +30,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web import resource, server
 
-from socketeer.channel.url import Secret
 from socketeer.ops.snapshot import ServiceSnapshot, SourcesinkState, take_snapshot
 from socketeer.passwords import verify
+from socketeer.secret import Secret
 
 __all__ = ["PING_INTERVAL", "StatusService", "node_report", "report"]
 

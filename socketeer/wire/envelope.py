@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode
 
 from stompest.protocol import StompFrame
@@ -26,13 +27,19 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "MsgType",
+    "Route",
+    "check_name",
     "cluster_destination",
     "decode_params",
     "encode_params",
     "encode_send",
     "encode_send_parts",
     "from_frame",
+    "is_name",
+    "is_resource",
+    "message_type",
     "node_destination",
+    "read_route",
 ]
 
 #: Destination node name that addresses every node of a cluster.
@@ -60,6 +67,9 @@ class MsgType(StrEnum):
     RESOLVED = "resolved"  # sink -> source: the answer (body: address, or reason + message)
     PING = "ping"  # node liveness probe
     PONG = "pong"  # answer to ping
+
+
+_TYPES = {t.value: t for t in MsgType}
 
 
 #: Message types that are ordered by sequence number within a stream. ACK is cumulative
@@ -107,9 +117,52 @@ class Envelope:
         return decode_params(self.body)
 
 
+class Route(NamedTuple):
+    """The addressing every Socketeer frame carries in clear, sealed or not."""
+
+    cluster: str
+    source: str
+    destination: str  # a node name, or BROADCAST
+
+
+def is_name(value: str) -> bool:
+    """True if ``value`` may be a topic, cluster or node name."""
+    return _NAME.match(value) is not None
+
+
+def is_resource(value: str) -> bool:
+    """True if ``value`` may be a resource (stream) id or an incarnation id; empty is allowed."""
+    return _RESOURCE.match(value) is not None
+
+
+def message_type(value: str) -> MsgType:
+    """The message type called ``value`` on the wire; EnvelopeError if there is none."""
+    try:
+        return _TYPES[value]
+    except KeyError:
+        raise EnvelopeError(f"unknown message type {value!r}") from None
+
+
+def read_route(headers: Mapping[str, str]) -> Route:
+    """The cluster, source and destination headers of a frame, present and well-formed.
+
+    Both the plain envelope and the sealed one (:mod:`socketeer.wire.seal`) route by these
+    headers, so both read them here, by one set of rules.
+    """
+    try:
+        route = Route(headers[H_CLUSTER], headers[H_SOURCE], headers[H_DEST])
+    except KeyError as e:
+        raise EnvelopeError(f"missing header {e.args[0]}") from None
+    if not (is_name(route.cluster) and is_name(route.source)):
+        raise EnvelopeError("invalid cluster or source node name")
+    if route.destination != BROADCAST and not is_name(route.destination):
+        raise EnvelopeError("invalid destination node name")
+    return route
+
+
 def check_name(value: str, what: str) -> str:
     """Validate a topic, cluster or node name for use in destinations and headers."""
-    if not _NAME.match(value):
+    if not is_name(value):
         raise EnvelopeError(f"invalid {what} {value!r}: use letters, digits, '_', '-' or %xx")
     return value
 
@@ -183,29 +236,19 @@ def from_frame(frame: StompFrame) -> Envelope:
     """Read a MESSAGE (or SEND) frame as an envelope; anything else raises EnvelopeError."""
     headers = frame.headers
     try:
-        kind = MsgType(headers[H_TYPE])
+        type_name = headers[H_TYPE]
     except KeyError:
         raise EnvelopeError(f"missing header {H_TYPE}") from None
-    except ValueError:
-        raise EnvelopeError(f"unknown message type {headers[H_TYPE]!r}") from None
-    try:
-        cluster = headers[H_CLUSTER]
-        source = headers[H_SOURCE]
-        dest = headers[H_DEST]
-        resource = headers.get(H_RESOURCE, "")
-    except KeyError as e:
-        raise EnvelopeError(f"missing header {e.args[0]}") from None
-    if not (_NAME.match(cluster) and _NAME.match(source)):
-        raise EnvelopeError("invalid cluster or source node name")
-    if dest != BROADCAST and not _NAME.match(dest):
-        raise EnvelopeError("invalid destination node name")
-    if not _RESOURCE.match(resource):
+    kind = message_type(type_name)
+    route = read_route(headers)
+    resource = headers.get(H_RESOURCE, "")
+    if not is_resource(resource):
         raise EnvelopeError("invalid resource id")
     return Envelope(
         type=kind,
-        cluster=cluster,
-        source=source,
-        destination=dest,
+        cluster=route.cluster,
+        source=route.source,
+        destination=route.destination,
         resource=resource,
         seq=_int_header(headers, H_SEQ),
         timestamp=_int_header(headers, H_TS),

@@ -59,9 +59,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from socketeer.channel.url import Secret
+from socketeer.secret import Secret
 from socketeer.wire.envelope import (
-    BROADCAST,
     H_CLUSTER,
     H_DEST,
     H_INC,
@@ -69,9 +68,11 @@ from socketeer.wire.envelope import (
     H_TYPE,
     Envelope,
     EnvelopeError,
-    MsgType,
     check_name,
     destination_for,
+    is_resource,
+    message_type,
+    read_route,
 )
 
 __all__ = [
@@ -99,11 +100,9 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 
 _TAG = b"socketeer-seal-" + VERSION.encode()
 _PLAIN_HEAD = struct.Struct("!QQBH")  # seq, timestamp ms, len(type), len(resource)
+# The sk-seal header: "<version>.<epoch>.<counter>"; the other clear headers are envelope's.
 _EPOCH_RE = re.compile(r"[0-9a-f]{32}\Z")
 _COUNTER_RE = re.compile(r"[1-9][0-9]{0,19}\Z")
-_NAME = re.compile(r"[A-Za-z0-9_\-%]+\Z")
-_RESOURCE = re.compile(r"[A-Za-z0-9_\-%]*\Z")
-_TYPES = {t.value: t for t in MsgType}
 
 
 class SealRejected(EnvelopeError):
@@ -259,17 +258,10 @@ class Sealer:
                     "(does it have the codekey?)",
                 )
             raise EnvelopeError(f"missing header {H_SEAL}")
-        try:
-            cluster = headers[H_CLUSTER]
-            src = headers[H_SOURCE]
-            dst = headers[H_DEST]
-            inc = headers.get(H_INC, "")
-        except KeyError as e:
-            raise EnvelopeError(f"missing header {e.args[0]}") from None
-        if not (_NAME.match(cluster) and _NAME.match(src) and _RESOURCE.match(inc)):
-            raise EnvelopeError("invalid cluster, source node or incarnation")
-        if dst != BROADCAST and not _NAME.match(dst):
-            raise EnvelopeError("invalid destination node name")
+        cluster, src, dst = read_route(headers)
+        inc = headers.get(H_INC, "")
+        if not is_resource(inc):
+            raise EnvelopeError("invalid incarnation")
         if cluster != self.cluster:
             raise SealRejected("foreign", f"message for cluster {cluster!r}")
         version, _, rest = seal.partition(".")
@@ -304,13 +296,14 @@ class Sealer:
         if end > len(plain):
             raise EnvelopeError("sealed message truncated")
         try:
-            kind = _TYPES[plain[start : start + type_len].decode("ascii")]
+            type_name = plain[start : start + type_len].decode("ascii")
             resource = plain[start + type_len : end].decode("ascii")
-        except (KeyError, UnicodeDecodeError):
+        except UnicodeDecodeError:
             raise EnvelopeError(
                 "unknown message type or bad resource id in sealed message"
             ) from None
-        if not _RESOURCE.match(resource):
+        kind = message_type(type_name)
+        if not is_resource(resource):
             raise EnvelopeError("invalid resource id")
         if self.max_age > 0 and abs(now * 1000 - timestamp) > self.max_age * 1000:
             raise SealRejected(

@@ -20,7 +20,8 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs, formatEvent
 
-from socketeer.broker.protocol import BrokerFactory, BrokerProtocol, broker_service, with_backlog
+from socketeer.broker.listeners import with_backlog
+from socketeer.broker.protocol import BrokerFactory, BrokerProtocol
 from socketeer.broker.router import Router
 from socketeer.wire.stompframing import (
     StompFrame,
@@ -697,30 +698,6 @@ def test_congested_subscriber_going_away_releases_publishers(factory):
     pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
     sub.proto.connectionLost()
     assert pub.transport.producerState == "producing"
-
-
-# -- listening -----------------------------------------------------------------
-
-
-def test_with_backlog():
-    assert with_backlog("tcp:61613") == "tcp:61613:backlog=256"
-    assert with_backlog("tcp:port=0:interface=127.0.0.1") == (
-        "tcp:port=0:interface=127.0.0.1:backlog=256"
-    )
-    assert with_backlog("tcp6:0:backlog=10") == "tcp6:0:backlog=10"
-    assert with_backlog("unix:/tmp/s") == "unix:/tmp/s"
-
-
-@pytest_twisted.ensureDeferred
-async def test_broker_service_listens_with_backlog():
-    svc = broker_service("tcp:0:interface=127.0.0.1", BrokerFactory(Router(), reactor), reactor)
-    svc.startService()
-    try:
-        port = await svc._waitingForPort
-        assert port.backlog == 256
-        assert port.getHost().port > 0
-    finally:
-        await svc.stopService()
 
 
 # -- real sockets --------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from socketeer.channel.client import ChannelFactory
+from socketeer.channel.endpoints import client_endpoint
 from socketeer.channel.failover import FailoverEndpoint
 from socketeer.channel.url import ChannelURLError, parse_channel_url
 
@@ -42,7 +43,7 @@ def test_bad_failover_urls(text, problem):
 def test_endpoint_dials_the_brokers_in_turn_with_their_own_credentials():
     reactor = MemoryReactorClock()
     spec = parse_channel_url(URL + "?randomize=false")
-    endpoint = spec.client_endpoint(reactor)
+    endpoint = client_endpoint(reactor, spec)
     assert isinstance(endpoint, FailoverEndpoint)
     factory = ChannelFactory(None, spec, reactor, None)
     seen = []

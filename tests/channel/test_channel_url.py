@@ -1,21 +1,13 @@
-"""Channel URL parsing: both spellings, credentials, errors, redaction, scheme plugins."""
+"""Channel URL parsing: both spellings, credentials, errors, redaction."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socketeer.channel.url import (
-    SCHEMES,
-    ChannelSpec,
-    ChannelURLError,
-    Secret,
-    parse_channel_url,
-    register_scheme,
-)
+from socketeer.channel.url import ChannelSpec, ChannelURLError, parse_channel_url
+from socketeer.secret import Secret
 
 
 def spec(**overrides: object) -> ChannelSpec:
@@ -110,10 +102,7 @@ def test_channel_url_error_is_a_value_error() -> None:
     assert issubclass(ChannelURLError, ValueError)
 
 
-def test_secret_never_shows_its_value() -> None:
-    secret = Secret("hunter2")
-    assert secret.value == "hunter2"
-    assert repr(secret) == str(secret) == "Secret('***')"
+def test_parsed_channel_never_shows_its_secrets() -> None:
     parsed = parse_channel_url("stomp://u:hunter2@h/t?codekey=topsecret")
     assert "hunter2" not in repr(parsed)
     assert "topsecret" not in repr(parsed)
@@ -146,40 +135,6 @@ def test_redacted_hides_secrets_and_round_trips(text: str, redacted: str) -> Non
         parsed.vhost,
         parsed.heartbeat_ms,
     )
-
-
-def test_stomp_client_endpoint_is_a_hostname_endpoint() -> None:
-    from twisted.internet.endpoints import HostnameEndpoint
-    from twisted.internet.testing import MemoryReactorClock
-
-    endpoint = parse_channel_url("stomp://broker.example:1234/t").client_endpoint(
-        MemoryReactorClock()
-    )
-    assert isinstance(endpoint, HostnameEndpoint)
-    assert endpoint._hostBytes == b"broker.example"
-    assert endpoint._port == 1234
-    assert endpoint._timeout == 10
-
-
-@dataclass
-class _FakeScheme:
-    name: str = "fake+test"
-    default_port: int = 4242
-
-    def client_endpoint(self, reactor: object, spec: ChannelSpec) -> object:
-        return ("endpoint", reactor, spec.host, spec.port)
-
-
-def test_registered_scheme_is_a_plugin() -> None:
-    register_scheme(_FakeScheme())
-    try:
-        parsed = parse_channel_url("fake+test://h/t")
-        assert parsed.port == 4242
-        assert parsed.client_endpoint("R") == ("endpoint", "R", "h", 4242)
-    finally:
-        del SCHEMES["fake+test"]
-    with pytest.raises(ChannelURLError, match="allowed schemes: stomp"):
-        parse_channel_url("fake+test://h/t")
 
 
 @settings(max_examples=500, deadline=None)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socketeer.channel.url import ChannelSpec, Secret
+from socketeer.channel.url import ChannelSpec
 from socketeer.config.load import (
     SOURCESINK_KEYS,
     BrokerConfig,
@@ -18,6 +18,7 @@ from socketeer.config.load import (
     load_config,
     parse_config,
 )
+from socketeer.secret import Secret
 
 PATH = "test.properties"
 ETC = Path(__file__).resolve().parents[2] / "etc"

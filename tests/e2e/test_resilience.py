@@ -15,6 +15,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import HostnameEndpoint
 
 from socketeer.channel.client import ChannelService
+from socketeer.channel.endpoints import client_endpoint
 from socketeer.channel.url import parse_channel_url
 from socketeer.sink.connect import Sink
 from socketeer.source.forward import FixedForwardFactory
@@ -56,7 +57,7 @@ class Pair:
 
     async def start(self, nodes: list[Node]) -> None:
         for node in nodes:
-            endpoint = self.spec.client_endpoint(reactor)
+            endpoint = client_endpoint(reactor, self.spec)
             self.endpoints.append(endpoint)
             svc = ChannelService(node, self.spec, endpoint, reactor)
             svc.startService()

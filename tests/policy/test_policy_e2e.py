@@ -22,10 +22,10 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from socketeer.channel.url import Secret
 from socketeer.config.load import parse_config
 from socketeer.passwords import Authenticator
 from socketeer.policy import PolicyRef
+from socketeer.secret import Secret
 from socketeer.sink.connect import system_address_resolver
 from socketeer.source.forward import FixedForwardFactory
 from socketeer.source.proxy import ProxyFactory, ProxySettings

@@ -37,8 +37,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from socketeer.channel.url import Secret
 from socketeer.passwords import Authenticator, hash_password
+from socketeer.secret import Secret
 
 from support.relay import Collector, DigestServer, Echo, listen, sha256
 

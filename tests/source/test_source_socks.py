@@ -33,8 +33,8 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 from zope.interface import implementer
 
-from socketeer.channel.url import Secret
 from socketeer.passwords import Authenticator, hash_password
+from socketeer.secret import Secret
 from socketeer.source.proxy import ProxyFactory, ProxySettings
 
 from support.relay import Collector, DigestServer, listen, sha256

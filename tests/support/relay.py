@@ -13,6 +13,7 @@ from zope.interface import implementer
 from socketeer.broker.protocol import BrokerFactory
 from socketeer.broker.router import Router
 from socketeer.channel.client import ChannelService
+from socketeer.channel.endpoints import client_endpoint
 from socketeer.channel.url import parse_channel_url
 from socketeer.sink.connect import Sink, system_resolver
 from socketeer.source.forward import FixedForwardFactory
@@ -97,7 +98,7 @@ class Relay:
             resolver=system_resolver(reactor),
         )
         for node in (self.sink_node, self.source_node):
-            svc = ChannelService(node, spec, spec.client_endpoint(reactor), reactor)
+            svc = ChannelService(node, spec, client_endpoint(reactor, spec), reactor)
             svc.startService()
             self.services.append(svc)
         await defer.gatherResults(

@@ -22,6 +22,7 @@ from zope.interface import implementer
 from socketeer.broker.protocol import BrokerFactory
 from socketeer.broker.router import Router
 from socketeer.channel.client import ChannelService
+from socketeer.channel.endpoints import client_endpoint
 from socketeer.channel.url import parse_channel_url
 from socketeer.sink.connect import Sink
 from socketeer.source.forward import FixedForwardFactory
@@ -328,7 +329,7 @@ class SecureRelay:
         self.broker_factory = BrokerFactory(Router(), reactor, **self.broker_kwargs)
         factory = self.broker_factory
         if tls_options is not None:
-            from socketeer.channel.tls import tls_server_factory
+            from socketeer.broker.listeners import tls_server_factory
 
             factory = tls_server_factory(tls_options, factory)
         if self.capture_enabled:
@@ -362,7 +363,7 @@ class SecureRelay:
                 return defer.fail(OSError("no such name"))
 
             self.sink = Sink(node, endpoint_for, reactor, connect_timeout=5, resolver=resolver)
-        svc = ChannelService(node, spec, spec.client_endpoint(reactor), reactor)
+        svc = ChannelService(node, spec, client_endpoint(reactor, spec), reactor)
         svc.startService()
         self.services.append(svc)
         self.nodes[name] = node

@@ -8,15 +8,21 @@ from hypothesis import strategies as st
 from stompest.protocol import StompFrame
 
 from socketeer.wire.envelope import (
+    BROADCAST,
     Envelope,
     EnvelopeError,
     MsgType,
+    Route,
     cluster_destination,
     decode_params,
     encode_params,
     encode_send,
     from_frame,
+    is_name,
+    is_resource,
+    message_type,
     node_destination,
+    read_route,
 )
 from socketeer.wire.stompframing import StompFrameParser
 
@@ -118,3 +124,34 @@ def test_arbitrary_headers_never_crash(headers, body):
 def test_bad_params_body():
     with pytest.raises(EnvelopeError):
         decode_params(b"\xff\xfe")
+
+
+def test_name_and_resource_rules():
+    assert is_name("node-1_a%2F") and not is_name("") and not is_name("a.b")
+    assert not is_name("a:b") and not is_name("a\n")
+    assert is_resource("") and is_resource("ab12-3") and not is_resource("a b")
+    assert not is_name(BROADCAST)
+
+
+def test_message_type_names_every_type_and_nothing_else():
+    assert [message_type(t.value) for t in MsgType] == list(MsgType)
+    with pytest.raises(EnvelopeError, match="unknown message type 'bogus'"):
+        message_type("bogus")
+
+
+@pytest.mark.parametrize(
+    "headers, problem",
+    [
+        ({"sk-cluster": "c", "sk-src": "a"}, "missing header sk-dst"),
+        ({"sk-cluster": "c", "sk-src": "a.b", "sk-dst": "b"}, "invalid cluster or source"),
+        ({"sk-cluster": "c", "sk-src": "a", "sk-dst": "b:c"}, "invalid destination"),
+    ],
+)
+def test_read_route_rejects_what_cannot_be_routed(headers, problem):
+    with pytest.raises(EnvelopeError, match=problem):
+        read_route(headers)
+
+
+def test_read_route_accepts_a_broadcast():
+    headers = {"sk-cluster": "c", "sk-src": "a", "sk-dst": BROADCAST, "sk-res": "ignored"}
+    assert read_route(headers) == Route("c", "a", BROADCAST)

@@ -4,6 +4,7 @@ replayed, stale and foreign-key messages while a parallel stream carries on."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -11,7 +12,7 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import Clock
 
-from socketeer.channel.url import Secret
+from socketeer.secret import Secret
 from socketeer.tunnel.node import Node
 from socketeer.wire.envelope import Envelope, EnvelopeError, MsgType, encode_send
 from socketeer.wire.seal import REPLAY_WINDOW, Sealer, SealRejected, derive_master_key, sealer_for
@@ -184,6 +185,8 @@ def test_foreign_key_cluster_and_unsealed():
         (b"sk-seal:1.", b"sk-seal:2."),
         (b"sk-seal:1.", b"sk-seal:1.zz"),
         (b"sk-src:so", b"sk-src:s.o"),
+        (b"sk-inc:inc1", b"sk-inc:in c1"),
+        (b"sk-dst:si", b"sk-dst:s:i"),
     ],
 )
 def test_malformed_seal_headers_are_envelope_errors(pair, old, new):
@@ -191,6 +194,25 @@ def test_malformed_seal_headers_are_envelope_errors(pair, old, new):
     with pytest.raises(EnvelopeError) as e:
         receiver.open(frame_of(rewrite(sender.seal(env()), old, new)), NOW)
     assert not isinstance(e.value, SealRejected)
+
+
+def test_sealed_frame_is_byte_for_byte_the_known_answer():
+    """The sealed wire format is fixed: same codekey, epoch and message, same bytes."""
+    sender = Sealer("codekey", "c1", "topic")
+    sender.epoch = "0123456789abcdef" * 2
+    message = Envelope(
+        MsgType.DATA, "c1", "so", "si", "ab12-3", 7, 1_700_000_000_000, "inc1", b"payload"
+    )
+    data = sender.seal(message)
+    assert data.startswith(
+        b"SEND\ndestination:/topic/topic.c1.si\nsk-cluster:c1\nsk-src:so\nsk-dst:si\n"
+        b"sk-inc:inc1\nsk-seal:1.0123456789abcdef0123456789abcdef.1\ncontent-length:52\n\n"
+    )
+    assert hashlib.sha256(data).hexdigest() == (
+        "c3ebfa9c304120bc602865a2d15e61782e5ae8211e8d452e03ce91526fa14a6c"
+    )
+    receiver = Sealer("codekey", "c1", "topic", max_age=0)
+    assert receiver.open(frame_of(data), 0.0) == message
 
 
 def test_keys_depend_on_codekey_topic_and_cluster_and_never_show():

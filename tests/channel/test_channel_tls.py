@@ -13,7 +13,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent
 
-from socketeer.channel.tls import server_options
+from socketeer.broker.listeners import server_options
 from socketeer.channel.url import ChannelURLError, parse_channel_url
 from socketeer.config.load import ConfigError, parse_config
 from socketeer.config.tlsfiles import TLSFileError, check_key_pair, normalize_fingerprint
