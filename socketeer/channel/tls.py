@@ -49,8 +49,8 @@ from zope.interface import implementer
 
 from socketeer.config.tlsfiles import (
     TLSFileError,
-    _check_pair,
     certificate_fingerprint,
+    check_key_matches,
     normalize_fingerprint,
     read_certificates,
     read_private_key,
@@ -184,7 +184,7 @@ def _openssl_identity(cert_path: str, key_path: str) -> dict[str, Any]:
     """CertificateOptions arguments for a certificate chain and key (cryptography objects)."""
     certs = read_certificates(cert_path)
     key = read_private_key(key_path)
-    _check_pair(certs[0], key, cert_path, key_path)
+    check_key_matches(certs[0], key, cert_path, key_path)
     return {"certificate": certs[0], "privateKey": key, "extraCertChain": certs[1:]}
 
 
