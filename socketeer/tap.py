@@ -6,7 +6,6 @@ the reactor as an argument so tests (and embedding applications) can pass their 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 from dataclasses import replace
@@ -18,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from socketeer import __version__
+from socketeer.addresses import ip_version
 from socketeer.broker.protocol import BrokerFactory, broker_service
 from socketeer.broker.router import Router
 from socketeer.channel.client import ChannelService
@@ -173,9 +173,10 @@ def _node_service(
 
         def endpoint_for(host: str, port: int):
             # An address needs no lookup (HostnameEndpoint would still ask the thread pool).
-            if _is_ipv4(host):
+            version = ip_version(host)
+            if version == 4:
                 return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-            if _is_ipv6(host):
+            if version == 6:
                 return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
             return HostnameEndpoint(reactor, host, port, timeout=timeout)
 
@@ -267,17 +268,3 @@ def makeService(options: Options) -> IService:
 
     signal.signal(signal.SIGHUP, hangup)
     return root
-
-
-def _is_ipv4(host: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
-    except ValueError:
-        return False
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
-    except ValueError:
-        return False

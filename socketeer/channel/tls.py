@@ -22,7 +22,6 @@ every connection. Nothing here imports the reactor.
 
 from __future__ import annotations
 
-import ipaddress
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +46,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socketeer.addresses import is_ip
 from socketeer.config.tlsfiles import (
     TLSFileError,
     certificate_fingerprint,
@@ -94,7 +94,7 @@ class _Verifier:
         self.host = host
         self.pin = pin
         self.pin_only = pin_only
-        self.is_ip = _is_ip(host)
+        self.is_ip = is_ip(host)
         self._failures: weakref.WeakKeyDictionary[Any, tuple[str, str]] = (
             weakref.WeakKeyDictionary()
         )
@@ -153,14 +153,6 @@ def _names(cert: x509.Certificate) -> str:
     names = [f"DNS:{n}" for n in alt.get_values_for_type(x509.DNSName)]
     names += [f"IP:{n}" for n in alt.get_values_for_type(x509.IPAddress)]
     return ", ".join(names) or "no DNS or IP name"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 @implementer(IOpenSSLClientConnectionCreator)

@@ -28,7 +28,6 @@ This module is pure: it never imports the reactor.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import math
 import os
 import re
@@ -42,6 +41,7 @@ import javaproperties
 if TYPE_CHECKING:
     from socketeer.config.security import BrokerTLSConfig
 
+from socketeer.addresses import is_ip
 from socketeer.channel.url import ChannelSpec, ChannelURLError, Secret, parse_channel_url
 from socketeer.config.status import STATUS_KEYS, StatusConfig, is_status_user_key, status_config
 from socketeer.policy import (
@@ -801,7 +801,7 @@ def _sourcesink(props: _Props, sid: str, warnings: list[str]) -> SourceSinkConfi
         )
 
     fixed_host = props.get(k("fixedHost"))
-    if fixed_host is not None and not (_HOST_RE.fullmatch(fixed_host) or _is_ip(fixed_host)):
+    if fixed_host is not None and not (_HOST_RE.fullmatch(fixed_host) or is_ip(fixed_host)):
         raise props.error(
             k("fixedHost"), f"invalid host {fixed_host!r}", "a host name or an IP address"
         )
@@ -891,19 +891,11 @@ def _nonnegative_float(props: _Props, key: str, default: float) -> float:
     return number
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _interface(props: _Props, key: str) -> str:
     value = props.get(key)
     if value is None:
         return DEFAULT_INTERFACE
-    if not _is_ip(value):
+    if not is_ip(value):
         raise props.error(
             key, f"invalid interface {value!r}", "an IP address such as 127.0.0.1, 0.0.0.0 or ::1"
         )
