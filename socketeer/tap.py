@@ -22,8 +22,9 @@ from socketeer.broker.protocol import BrokerFactory, broker_service
 from socketeer.broker.router import Router
 from socketeer.channel.client import ChannelService
 from socketeer.channel.tls import broker_tls_service
-from socketeer.config.load import Config, ConfigError, SourceSinkConfig, load_config
-from socketeer.config.security import channel_is_protected
+from socketeer.config.channels import channel_is_protected
+from socketeer.config.load import load_config
+from socketeer.config.model import Config, ConfigError, SourceSinkConfig
 from socketeer.ops.memtune import tune_malloc
 from socketeer.ops.services import add_operations, add_readiness
 from socketeer.policy import EMPTY_POLICY, PolicyRef

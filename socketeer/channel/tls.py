@@ -310,7 +310,7 @@ def tls_server_factory(options: Any, factory: Any):
 
 
 def broker_tls_service(settings: Any, factory: Any, reactor: Any):
-    """The broker's TLS listener service (``settings``: a security.BrokerTLSConfig)."""
+    """The broker's TLS listener service (``settings``: a config.model.BrokerTLSConfig)."""
     from socketeer.broker.protocol import broker_service
 
     options = server_options(settings.cert, settings.key, settings.client_ca)

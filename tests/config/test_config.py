@@ -9,15 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from socketeer.channel.url import ChannelSpec, Secret
-from socketeer.config.load import (
-    SOURCESINK_KEYS,
-    BrokerConfig,
-    Config,
-    ConfigError,
-    SourceSinkConfig,
-    load_config,
-    parse_config,
-)
+from socketeer.config.keys import GENERAL_KEYS, SOURCESINK_KEYS
+from socketeer.config.load import load_config, parse_config
+from socketeer.config.model import BrokerConfig, Config, ConfigError, SourceSinkConfig
 
 PATH = "test.properties"
 ETC = Path(__file__).resolve().parents[2] / "etc"
@@ -743,8 +737,6 @@ def test_etc_samples_parse_without_warnings(name: str) -> None:
 
 
 def test_etc_sample_documents_every_key() -> None:
-    from socketeer.config.load import GENERAL_KEYS
-
     text = (ETC / "socketeer.properties").read_text(encoding="utf-8")
     for key in GENERAL_KEYS:
         assert key in text
@@ -802,12 +794,16 @@ def test_parse_config_raises_only_config_error(text: str) -> None:
 
 
 def test_loading_config_imports_no_twisted() -> None:
-    # config.py must stay pure: only building an endpoint may pull Twisted in.
+    # socketeer.config must stay pure, every module of it: only building an endpoint may
+    # pull Twisted in.
     import subprocess
     import sys
 
     code = (
-        "import sys, socketeer.config.load as c; "
+        "import sys, pkgutil, importlib, socketeer.config as p; "
+        "[importlib.import_module(m.name) "
+        " for m in pkgutil.iter_modules(p.__path__, p.__name__ + '.')]; "
+        "import socketeer.config.load as c; "
         f"c.load_config({str(ETC / 'socketeer.properties')!r}); "
         "print(sorted(m for m in sys.modules if m.startswith('twisted')))"
     )

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socketeer.config.load import ConfigError, parse_config
+from socketeer.config.load import parse_config
+from socketeer.config.model import ConfigError
 from socketeer.policy import EMPTY_POLICY, HostKind, PortRange
 
 PATH = "policy.properties"
