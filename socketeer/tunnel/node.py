@@ -19,6 +19,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from socketeer import logs
+from socketeer.config.defaults import DEFAULT_WINDOW
 from socketeer.tunnel.reasons import OpenFailure
 from socketeer.tunnel.stream import Stream
 from socketeer.wire.envelope import (
@@ -80,7 +81,7 @@ class Node:
         topic: str,
         clock: IReactorTime,
         *,
-        window: int = 1 << 20,
+        window: int = DEFAULT_WINDOW,
         incarnation: str | None = None,
         grace: float = 60.0,
         ping_interval: float = 5.0,
