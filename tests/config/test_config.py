@@ -1,4 +1,4 @@
-"""Configuration loading: the seed's keys, error locations, warnings and the etc/ samples."""
+"""Configuration loading: the original Socketeer's keys, error locations, warnings, etc/ samples."""
 
 from __future__ import annotations
 
@@ -415,7 +415,7 @@ def test_load_config_falls_back_to_latin1(tmp_path: Path) -> None:
     assert config.sourcesinks[0].channel.password == Secret("p\xe4ss")
 
 
-SEED_SAMPLE = """\
+ORIGINAL_SAMPLE = """\
 socketeer.general.messagingserverenabled=true
 socketeer.general.messagingserverport=61626
 
@@ -443,7 +443,7 @@ socketeer.sourcesink.1.fixedType=0
 """
 
 
-def test_seed_sample_parses() -> None:
+def test_original_sample_parses() -> None:
     channel = ChannelSpec(
         scheme="stomp",
         host="localhost",
@@ -456,8 +456,8 @@ def test_seed_sample_parses() -> None:
         heartbeat_ms=10000,
     )
     common = dict(channel=channel, fixed_type=0, connect_timeout=10.0, window=4 * 1024 * 1024)
-    assert parse_config(SEED_SAMPLE, "seed.properties") == Config(
-        path="seed.properties",
+    assert parse_config(ORIGINAL_SAMPLE, "original.properties") == Config(
+        path="original.properties",
         broker=BrokerConfig(
             enabled=True,
             listen="tcp:61626:interface=127.0.0.1",
@@ -490,7 +490,7 @@ def test_seed_sample_parses() -> None:
         ),
         warnings=(),
     )
-    config = parse_config(SEED_SAMPLE)
+    config = parse_config(ORIGINAL_SAMPLE)
     assert [ss.is_source for ss in config.sourcesinks] == [False, True]
 
 
