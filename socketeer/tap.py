@@ -6,7 +6,6 @@ the reactor as an argument so tests (and embedding applications) can pass their 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 from dataclasses import replace
@@ -18,13 +17,15 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from socketeer import __version__
+from socketeer.addresses import ip_version
 from socketeer.broker.listeners import broker_service, broker_tls_service
 from socketeer.broker.protocol import BrokerFactory
 from socketeer.broker.router import Router
 from socketeer.channel.client import ChannelService
 from socketeer.channel.endpoints import client_endpoint
-from socketeer.config.load import Config, ConfigError, SourceSinkConfig, load_config
-from socketeer.config.security import channel_is_protected
+from socketeer.config.channels import channel_is_protected
+from socketeer.config.load import load_config
+from socketeer.config.model import Config, ConfigError, SourceSinkConfig
 from socketeer.ops.memtune import tune_malloc
 from socketeer.ops.services import add_operations, add_readiness
 from socketeer.policy import EMPTY_POLICY, PolicyRef
@@ -176,9 +177,10 @@ def _node_service(
 
         def endpoint_for(host: str, port: int):
             # An address needs no lookup (HostnameEndpoint would still ask the thread pool).
-            if _is_ipv4(host):
+            version = ip_version(host)
+            if version == 4:
                 return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-            if _is_ipv6(host):
+            if version == 6:
                 return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
             return HostnameEndpoint(reactor, host, port, timeout=timeout)
 
@@ -270,17 +272,3 @@ def makeService(options: Options) -> IService:
 
     signal.signal(signal.SIGHUP, hangup)
     return root
-
-
-def _is_ipv4(host: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
-    except ValueError:
-        return False
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
-    except ValueError:
-        return False

@@ -21,7 +21,6 @@ failing every connection. Nothing here imports the reactor.
 
 from __future__ import annotations
 
-import ipaddress
 import weakref
 from typing import Any
 
@@ -45,10 +44,11 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from socketeer.addresses import is_ip
 from socketeer.channel.url import ChannelSpec
 from socketeer.config.tlsfiles import (
     certificate_fingerprint,
-    check_key_pair,
+    check_key_matches,
     normalize_fingerprint,
     read_certificates,
     read_private_key,
@@ -82,7 +82,7 @@ class _Verifier:
         self.host = host
         self.pin = pin
         self.pin_only = pin_only
-        self.is_ip = _is_ip(host)
+        self.is_ip = is_ip(host)
         self._failures: weakref.WeakKeyDictionary[Any, tuple[str, str]] = (
             weakref.WeakKeyDictionary()
         )
@@ -143,14 +143,6 @@ def _names(cert: x509.Certificate) -> str:
     return ", ".join(names) or "no DNS or IP name"
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 @implementer(IOpenSSLClientConnectionCreator)
 class _ChannelCreator:
     """optionsForClientTLS plus our verification, per connection."""
@@ -173,13 +165,10 @@ def identity_options(cert_path: str, key_path: str) -> dict[str, Any]:
 
     Raises TLSFileError, naming the file, if either cannot be read or they do not match.
     """
-    check_key_pair(cert_path, key_path)
     certs = read_certificates(cert_path)
-    return {
-        "certificate": certs[0],
-        "privateKey": read_private_key(key_path),
-        "extraCertChain": certs[1:],
-    }
+    key = read_private_key(key_path)
+    check_key_matches(certs[0], key, cert_path, key_path)
+    return {"certificate": certs[0], "privateKey": key, "extraCertChain": certs[1:]}
 
 
 def openssl_certificates(certs: list[x509.Certificate]) -> list[crypto.X509]:

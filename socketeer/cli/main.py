@@ -106,7 +106,8 @@ def describe_config(config: Any) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    from socketeer.config.load import ConfigError, load_config
+    from socketeer.config.load import load_config
+    from socketeer.config.model import ConfigError
 
     try:
         config = load_config(args.config)
@@ -164,13 +165,14 @@ def cmd_hash_password(args: argparse.Namespace, out: IO[str], err: IO[str]) -> i
 
 
 def _url_from_config(path: str) -> str:
-    from socketeer.config.load import _endpoint_fields, load_config
+    from socketeer.config.endpoints import endpoint_fields
+    from socketeer.config.load import load_config
 
     config = load_config(path)
     if config.status is None:
         raise ValueError(f"{path}: the status server is not enabled")
     kind = config.status.listen.split(":", 1)[0]
-    args, kwargs = _endpoint_fields(config.status.listen)
+    args, kwargs = endpoint_fields(config.status.listen)
     if kind not in ("tcp", "tcp6"):
         raise ValueError(f"{path}: cannot reach a {kind} status listener; give the URL")
     port = kwargs.get("port", args[0] if args else "")
@@ -529,7 +531,8 @@ def cmd_connect(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from twisted.logger import LogLevel, globalLogBeginner, textFileLogObserver
 
     from socketeer import logs
-    from socketeer.config.load import ConfigError, load_config
+    from socketeer.config.load import load_config
+    from socketeer.config.model import ConfigError
 
     if not 0 < args.port < 65536:
         print("error: PORT must be 1..65535", file=err)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from socketeer.config.files import FileReadError, read_capped, resolve_path
+
 __all__ = ["SecretRefError", "is_reference", "resolve_secret"]
 
 ENV = "env:"
@@ -58,15 +60,11 @@ def resolve_secret(
         path = value[len(FILE) :]
         if not path:
             raise SecretRefError("file: needs a path, e.g. file:/etc/socketeer/codekey")
-        if base_dir is not None and not os.path.isabs(path):
-            path = os.path.join(base_dir, path)
+        path = resolve_path(path, base_dir)
         try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_FILE + 1)
-        except OSError as e:
-            raise SecretRefError(f"cannot read secret file {path}: {e.strerror or e}") from None
-        if len(data) > MAX_FILE:
-            raise SecretRefError(f"secret file {path} is larger than {MAX_FILE} bytes")
+            data = read_capped(path, MAX_FILE, "secret file")
+        except FileReadError as e:
+            raise SecretRefError(str(e)) from None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:

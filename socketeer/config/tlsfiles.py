@@ -13,9 +13,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from socketeer.config.files import FileReadError, read_capped
+
 __all__ = [
     "TLSFileError",
     "certificate_fingerprint",
+    "check_key_matches",
     "check_key_pair",
     "normalize_fingerprint",
     "read_certificates",
@@ -32,13 +35,9 @@ class TLSFileError(ValueError):
 
 def _read(path: str, what: str) -> bytes:
     try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_PEM + 1)
-    except OSError as e:
-        raise TLSFileError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    if len(data) > _MAX_PEM:
-        raise TLSFileError(f"{what} {path} is larger than {_MAX_PEM} bytes")
-    return data
+        return read_capped(path, _MAX_PEM, what)
+    except FileReadError as e:
+        raise TLSFileError(str(e)) from None
 
 
 def read_certificates(path: str, what: str = "certificate file") -> list[x509.Certificate]:
@@ -64,7 +63,8 @@ def read_private_key(path: str, what: str = "key file"):
         raise TLSFileError(f"{what} {path} holds no PEM private key") from None
 
 
-def _check_pair(cert: x509.Certificate, key: Any, cert_path: str, key_path: str) -> None:
+def check_key_matches(cert: x509.Certificate, key: Any, cert_path: str, key_path: str) -> None:
+    """Raise TLSFileError unless *key* is the private key of *cert* (both already read)."""
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     if cert.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
@@ -75,7 +75,7 @@ def check_key_pair(cert_path: str, key_path: str) -> None:
     """Raise TLSFileError unless ``cert_path`` and ``key_path`` make a usable identity."""
     certs = read_certificates(cert_path)
     key = read_private_key(key_path)
-    _check_pair(certs[0], key, cert_path, key_path)
+    check_key_matches(certs[0], key, cert_path, key_path)
 
 
 def normalize_fingerprint(text: str) -> str | None:

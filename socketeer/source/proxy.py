@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketeer import fastwrite
-from socketeer.config.load import ProxyConfig
+from socketeer.config.model import ProxyConfig
 from socketeer.passwords import Authenticator
 from socketeer.policy import Decision, PolicyRef, client_host
 from socketeer.source.forward import denied_stream

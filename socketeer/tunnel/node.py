@@ -23,6 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from socketeer import logs
+from socketeer.config.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_PING_INTERVAL, DEFAULT_WINDOW
 from socketeer.tunnel.peers import Liveness, PeerTable
 from socketeer.tunnel.reasons import OpenFailure
 from socketeer.tunnel.registry import StreamRegistry
@@ -93,10 +94,10 @@ class Node:
         topic: str,
         clock: IReactorTime,
         *,
-        window: int = 1 << 20,
+        window: int = DEFAULT_WINDOW,
         incarnation: str | None = None,
-        grace: float = 60.0,
-        ping_interval: float = 5.0,
+        grace: float = DEFAULT_GRACE_PERIOD,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
         sealer: Sealer | None = None,
     ) -> None:
         self.cluster = check_name(cluster, "cluster name")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
+from socketeer.config.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_PING_INTERVAL
 from socketeer.tunnel.snapshot import PeerState
 
 __all__ = ["MAX_RTT", "Liveness", "PeerTable"]
@@ -41,7 +42,9 @@ class _Peer:
 class PeerTable:
     """Every peer node heard from (or about to be talked to), by name."""
 
-    def __init__(self, *, grace: float = 60.0, ping_interval: float = 5.0) -> None:
+    def __init__(
+        self, *, grace: float = DEFAULT_GRACE_PERIOD, ping_interval: float = DEFAULT_PING_INTERVAL
+    ) -> None:
         self.grace = grace
         self.ping_interval = ping_interval
         self._peers: dict[str, _Peer] = {}

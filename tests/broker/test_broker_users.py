@@ -8,7 +8,8 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from socketeer.broker.users import BrokerAuth, destination_allowed
-from socketeer.config.load import ConfigError, parse_config
+from socketeer.config.load import parse_config
+from socketeer.config.model import ConfigError
 from socketeer.passwords import hash_password
 from socketeer.tap import build_service
 

@@ -15,7 +15,8 @@ from twisted.logger import formatEvent
 
 from socketeer.broker.listeners import server_options
 from socketeer.channel.url import ChannelURLError, parse_channel_url
-from socketeer.config.load import ConfigError, parse_config
+from socketeer.config.load import parse_config
+from socketeer.config.model import ConfigError
 from socketeer.config.tlsfiles import TLSFileError, check_key_pair, normalize_fingerprint
 from socketeer.tap import build_service
 

@@ -1,4 +1,4 @@
-"""Configuration loading: the seed's keys, error locations, warnings and the etc/ samples."""
+"""Configuration loading: the original Socketeer's keys, error locations, warnings, etc/ samples."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from socketeer.channel.url import ChannelSpec
-from socketeer.config.load import (
-    SOURCESINK_KEYS,
-    BrokerConfig,
-    Config,
-    ConfigError,
-    SourceSinkConfig,
-    load_config,
-    parse_config,
-)
+from socketeer.config.keys import GENERAL_KEYS, SOURCESINK_KEYS
+from socketeer.config.load import load_config, parse_config
+from socketeer.config.model import BrokerConfig, Config, ConfigError, SourceSinkConfig
 from socketeer.secret import Secret
 
 PATH = "test.properties"
@@ -422,7 +416,7 @@ def test_load_config_falls_back_to_latin1(tmp_path: Path) -> None:
     assert config.sourcesinks[0].channel.password == Secret("p\xe4ss")
 
 
-SEED_SAMPLE = """\
+ORIGINAL_SAMPLE = """\
 socketeer.general.messagingserverenabled=true
 socketeer.general.messagingserverport=61626
 
@@ -450,7 +444,7 @@ socketeer.sourcesink.1.fixedType=0
 """
 
 
-def test_seed_sample_parses() -> None:
+def test_original_sample_parses() -> None:
     channel = ChannelSpec(
         scheme="stomp",
         host="localhost",
@@ -463,8 +457,8 @@ def test_seed_sample_parses() -> None:
         heartbeat_ms=10000,
     )
     common = dict(channel=channel, fixed_type=0, connect_timeout=10.0, window=4 * 1024 * 1024)
-    assert parse_config(SEED_SAMPLE, "seed.properties") == Config(
-        path="seed.properties",
+    assert parse_config(ORIGINAL_SAMPLE, "original.properties") == Config(
+        path="original.properties",
         broker=BrokerConfig(
             enabled=True,
             listen="tcp:61626:interface=127.0.0.1",
@@ -497,7 +491,7 @@ def test_seed_sample_parses() -> None:
         ),
         warnings=(),
     )
-    config = parse_config(SEED_SAMPLE)
+    config = parse_config(ORIGINAL_SAMPLE)
     assert [ss.is_source for ss in config.sourcesinks] == [False, True]
 
 
@@ -744,8 +738,6 @@ def test_etc_samples_parse_without_warnings(name: str) -> None:
 
 
 def test_etc_sample_documents_every_key() -> None:
-    from socketeer.config.load import GENERAL_KEYS
-
     text = (ETC / "socketeer.properties").read_text(encoding="utf-8")
     for key in GENERAL_KEYS:
         assert key in text
@@ -803,12 +795,16 @@ def test_parse_config_raises_only_config_error(text: str) -> None:
 
 
 def test_loading_config_imports_no_twisted() -> None:
-    # config.py must stay pure: only building an endpoint may pull Twisted in.
+    # socketeer.config must stay pure, every module of it: only building an endpoint may
+    # pull Twisted in.
     import subprocess
     import sys
 
     code = (
-        "import sys, socketeer.config.load as c; "
+        "import sys, pkgutil, importlib, socketeer.config as p; "
+        "[importlib.import_module(m.name) "
+        " for m in pkgutil.iter_modules(p.__path__, p.__name__ + '.')]; "
+        "import socketeer.config.load as c; "
         f"c.load_config({str(ETC / 'socketeer.properties')!r}); "
         "print(sorted(m for m in sys.modules if m.startswith('twisted')))"
     )

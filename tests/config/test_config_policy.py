@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from socketeer.config.load import ConfigError, parse_config
+from socketeer.config.load import parse_config
+from socketeer.config.model import ConfigError
 from socketeer.policy import EMPTY_POLICY, HostKind, PortRange
 
 PATH = "policy.properties"
@@ -32,8 +33,8 @@ socketeer.sourcesink.1.fixedPort=80
 """
 BASE_LINES = BASE.count("\n")
 
-# The issue's (and the seed's) keys, verbatim.
-SEED = """\
+# The original Socketeer's keys, verbatim.
+ORIGINAL_KEYS = """\
 socketeer.sourcesink.1.accesslist=0
 socketeer.accesslist.0.host=127.0.0.1
 socketeer.sourcesink.1.blacklist=0
@@ -69,8 +70,8 @@ def test_no_lists_means_the_empty_policy() -> None:
     assert all(ss.policy is EMPTY_POLICY for ss in config.sourcesinks)
 
 
-def test_seed_keys() -> None:
-    config = parse(SEED)
+def test_original_keys() -> None:
+    config = parse(ORIGINAL_KEYS)
     assert config.warnings == ()
     sink, source = config.sourcesinks
     assert sink.policy is EMPTY_POLICY

@@ -23,7 +23,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web import resource, server
 
 from socketeer.cli.main import main as cli_main
-from socketeer.config.load import GENERAL_KEYS, load_config
+from socketeer.config.keys import GENERAL_KEYS
+from socketeer.config.load import load_config
 
 from support.ops import echo_server, free_port, start_service, until
 from support.relay import connect

@@ -12,7 +12,8 @@ from stompest.protocol import StompFrame, StompSpec
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 
-from socketeer.config.load import ConfigError, parse_config
+from socketeer.config.load import parse_config
+from socketeer.config.model import ConfigError
 from socketeer.passwords import hash_password
 from socketeer.tunnel.reasons import OpenFailure
 

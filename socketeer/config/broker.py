@@ -1,0 +1,162 @@
+"""The broker section: ``socketeer.general.messagingserver*`` read into a BrokerConfig.
+
+The in-process broker's plain listener, frame size limit and users (passcodes may be
+secret references or pbkdf2 hashes), its TLS listener (``messagingserverssl*``: files
+relative to the properties file, checked now) and per-login destination prefixes
+(``messagingserveruserdestinations.<login>``). Errors name the key and line, never a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from socketeer.config.defaults import (
+    DEFAULT_BROKER_ENABLED,
+    DEFAULT_BROKER_PORT,
+    DEFAULT_MAX_FRAME_SIZE,
+    MAX_FRAME_SIZE_RANGE,
+)
+from socketeer.config.endpoints import (
+    bare_port_endpoint,
+    listen_endpoint,
+    listen_key,
+    read_interface,
+)
+from socketeer.config.keys import (
+    K_ENABLED,
+    K_INTERFACE,
+    K_MAXFRAME,
+    K_PORT,
+    K_SSLCERT,
+    K_SSLCLIENTCA,
+    K_SSLKEY,
+    K_SSLPORT,
+    USER_DEST_PREFIX,
+    USER_PREFIX,
+)
+from socketeer.config.model import BrokerConfig, BrokerTLSConfig
+from socketeer.config.properties import Properties
+from socketeer.config.tlsfiles import TLSFileError, check_key_pair, read_certificates
+from socketeer.passwords import BadPasswordHash, parse_stored
+from socketeer.secret import Secret
+
+__all__ = ["broker_config", "broker_login", "broker_passcode"]
+
+_PREFIX_ALLOWED = "comma-separated destination prefixes, e.g. /topic/sisotopic.c,/queue/c."
+_TLS_ENDPOINT_ALLOWED = "a port number 1..65535 or an endpoint string tcp:, tcp6: or unix:"
+
+
+def broker_login(key: str) -> str | None:
+    """The login of a ``messagingserveruser.<login>`` key, else None."""
+    if key.startswith(USER_PREFIX) and len(key) > len(USER_PREFIX):
+        return key[len(USER_PREFIX) :]
+    return None
+
+
+def broker_passcode(props: Properties, key: str) -> Secret:
+    """A broker user's passcode (plain or pbkdf2 hash), its reference resolved."""
+    value = props.secret(key, props.get(key) or "", "passcode")
+    try:
+        parse_stored(value)
+    except BadPasswordHash as e:
+        raise props.error(key, "malformed passcode hash", str(e)) from None
+    return Secret(value)
+
+
+def _user_destinations(
+    props: Properties, users: Mapping[str, Secret]
+) -> Mapping[str, tuple[str, ...]]:
+    result: dict[str, tuple[str, ...]] = {}
+    for entry in props.entries.values():
+        if not entry.key.startswith(USER_DEST_PREFIX) or len(entry.key) == len(USER_DEST_PREFIX):
+            continue
+        login = entry.key[len(USER_DEST_PREFIX) :]
+        if login not in users:
+            raise props.error(
+                entry.key,
+                f"no broker user {login!r}",
+                f"define {USER_PREFIX}{login}=<passcode> too",
+            )
+        prefixes = tuple(p.strip() for p in entry.value.split(",") if p.strip())
+        if not prefixes or any(not p.startswith("/") for p in prefixes):
+            raise props.error(
+                entry.key, f"invalid destination prefixes {entry.value!r}", _PREFIX_ALLOWED
+            )
+        result[login] = prefixes
+    return MappingProxyType(result)
+
+
+def _broker_tls(props: Properties, interface: str, warnings: list[str]) -> BrokerTLSConfig | None:
+    port = props.get(K_SSLPORT)
+    if port is None or port.lower() == "none":
+        for other in (K_SSLCERT, K_SSLKEY, K_SSLCLIENTCA):
+            if props.get(other) is not None:
+                raise props.error(other, f"{other} needs {K_SSLPORT}", f"set {K_SSLPORT}")
+        return None
+    listen = listen_endpoint(props, K_SSLPORT, interface, K_INTERFACE, warnings)
+    if listen.startswith("ssl:"):
+        raise props.error(
+            K_SSLPORT,
+            "the TLS listener is configured by messagingserverssl*",
+            _TLS_ENDPOINT_ALLOWED,
+        )
+    cert_value = props.required(
+        K_SSLCERT,
+        "a PEM file with the broker's certificate (and chain)",
+        f"required by {K_SSLPORT}",
+    )
+    cert = props.file_path(cert_value)
+    key_value = props.get(K_SSLKEY)
+    key = props.file_path(key_value) if key_value else cert
+    ca_value = props.get(K_SSLCLIENTCA)
+    client_ca = props.file_path(ca_value) if ca_value else None
+    try:
+        check_key_pair(cert, key)
+    except TLSFileError as e:
+        raise props.error(K_SSLKEY if key_value else K_SSLCERT, str(e)) from None
+    if client_ca is not None:
+        try:
+            read_certificates(client_ca, "client CA file")
+        except TLSFileError as e:
+            raise props.error(K_SSLCLIENTCA, str(e)) from None
+    return BrokerTLSConfig(listen, cert, key, client_ca)
+
+
+def broker_config(
+    props: Properties, users: Mapping[str, Secret], warnings: list[str]
+) -> BrokerConfig:
+    """The broker's settings; *users* are its logins, read by :func:`broker_passcode`."""
+    interface = read_interface(props, K_INTERFACE)
+    port = props.get(K_PORT)
+    if port is None:
+        listen = bare_port_endpoint(DEFAULT_BROKER_PORT, interface)
+    elif port.lower() == "none":
+        listen = None  # only the TLS listener (checked below that there is one)
+    else:
+        listen = listen_endpoint(props, K_PORT, interface, K_INTERFACE, warnings)
+    enabled = props.boolean(K_ENABLED, DEFAULT_BROKER_ENABLED)
+    max_frame_size = props.integer(
+        K_MAXFRAME, DEFAULT_MAX_FRAME_SIZE, *MAX_FRAME_SIZE_RANGE, " (bytes)"
+    )
+    tls = _broker_tls(props, interface, warnings)
+    if enabled and listen is None and tls is None:
+        raise props.error(
+            K_PORT,
+            "the broker is enabled but has no listener",
+            f"a port, or set {K_SSLPORT} when {K_PORT}=none",
+        )
+    if listen is not None and tls is not None:
+        a, b = listen_key(listen), listen_key(tls.listen)
+        if a is not None and a == b:
+            raise props.error(
+                K_SSLPORT, "the TLS listener clashes with the plain one", "another port"
+            )
+    return BrokerConfig(
+        enabled=enabled,
+        listen=listen,
+        max_frame_size=max_frame_size,
+        users=MappingProxyType(dict(users)),
+        tls=tls,
+        destinations=_user_destinations(props, users),
+    )

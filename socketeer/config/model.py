@@ -1,0 +1,148 @@
+"""What a loaded configuration is: the frozen Config and its parts, and ConfigError.
+
+Everything the rest of Socketeer reads from a configuration file arrives as these
+dataclasses; the section modules build them, nothing changes them afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from socketeer.channel.url import ChannelSpec
+from socketeer.config.defaults import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_REQUIRE_ENCRYPTION,
+    DEFAULT_SEAL_MAX_AGE,
+)
+from socketeer.policy import EMPTY_POLICY, Policy
+from socketeer.secret import Secret
+
+__all__ = [
+    "BrokerConfig",
+    "BrokerTLSConfig",
+    "Config",
+    "ConfigError",
+    "ProxyConfig",
+    "SourceSinkConfig",
+    "StatusConfig",
+]
+
+
+class ConfigError(Exception):
+    """A configuration problem, located as precisely as the file allows.
+
+    It names the file, the line, the key and what would have been allowed, because the
+    person reading it is editing that file.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        problem: str,
+        *,
+        line: int | None = None,
+        key: str | None = None,
+        allowed: str | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.key = key
+        self.problem = problem
+        self.allowed = allowed
+        where = path if line is None else f"{path}:{line}"
+        text = f"{where}: {key}: {problem}" if key else f"{where}: {problem}"
+        if allowed:
+            text += f"; allowed: {allowed}"
+        super().__init__(text)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """What a source without fixedHost serves on its one listener (a mixed SOCKS/HTTP port)."""
+
+    socks4: bool
+    socks5: bool
+    http: bool
+    users: Mapping[str, Secret] | None  # None: no authentication required
+    handshake_timeout: float
+    idle_timeout: float  # 0: none
+
+
+@dataclass(frozen=True)
+class BrokerTLSConfig:
+    """The broker's TLS listener: where, its certificate chain and key, the client CA."""
+
+    listen: str
+    cert: str
+    key: str
+    client_ca: str | None = None  # set: clients must present a certificate it signed
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """The in-process STOMP broker; ``users`` empty means any login is accepted."""
+
+    enabled: bool
+    listen: str | None  # None: messagingserverport=none (TLS listener only)
+    max_frame_size: int
+    users: Mapping[str, Secret]
+    tls: BrokerTLSConfig | None = None
+    #: login -> the destination prefixes it may use (absent: all destinations).
+    destinations: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """The status server: where it listens and who may read it (no users: anyone)."""
+
+    listen: str
+    users: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class SourceSinkConfig:
+    """One ``socketeer.sourcesink.<id>`` profile: a source, a spawning sink, or both."""
+
+    id: str
+    clustername: str
+    nodename: str
+    channel: ChannelSpec
+    serverport: str | None
+    spawning_sink: bool
+    peernode: str | None
+    fixed_host: str | None
+    fixed_port: int | None
+    fixed_type: int
+    connect_timeout: float
+    window: int
+    proxy: ProxyConfig | None = None  # a source without fixedHost: a SOCKS/HTTP proxy port
+    policy: Policy = EMPTY_POLICY  # its access list, whitelist, blacklist and maplist
+    grace_period: float = DEFAULT_GRACE_PERIOD  # streams wait this long for a silent peer
+    ping_interval: float = DEFAULT_PING_INTERVAL  # ping a peer node silent for this long
+
+    @property
+    def is_source(self) -> bool:
+        """A sourcesink with a listener accepts local clients, so it is a source."""
+        return self.serverport is not None
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one Socketeer process runs, plus the warnings found while reading it."""
+
+    path: str
+    broker: BrokerConfig
+    sourcesinks: tuple[SourceSinkConfig, ...]
+    warnings: tuple[str, ...]
+    #: Refuse a channel with neither TLS nor a codekey.
+    require_encryption: bool = DEFAULT_REQUIRE_ENCRYPTION
+    seal_max_age: float = DEFAULT_SEAL_MAX_AGE  # seconds; older (or newer) seals are dropped
+    status: StatusConfig | None = None  # the status server (/metrics, /status); None: off
