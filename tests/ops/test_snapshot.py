@@ -30,7 +30,7 @@ class Root:
 
 
 def busy_node(clock: Clock) -> Node:
-    node = Node("c", "so", "t", clock, incarnation="me")
+    node = Node("c", "so", "t", clock, incarnation="me", window=1 << 20)
     link = Link()
     link.broker = "127.0.0.1:61613"
     node.channel_ready(link)
