@@ -35,7 +35,17 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import IO, Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.stdio import StandardIO
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
 from socketeer import __version__
+from socketeer.config.load import load_config
+from socketeer.tap import build_service
+from socketeer.tunnel.relay import SocketRelay
+from socketeer.tunnel.stream import Stream
 
 __all__ = ["main"]
 
@@ -435,14 +445,47 @@ def _release_stdout(fd: int = 1) -> None:
         os.close(null)
 
 
+@implementer(IHalfCloseableProtocol)
+class StdioRelay(SocketRelay):
+    """Standard input and output relayed to one stream; ``ended`` fires when both are done.
+
+    StandardIO differs from a socket in two ways that matter here: closing its write half
+    leaves fd 1 open, and it never calls ``connectionLost`` once its halves have closed one
+    by one (stdin's EOF, then stdout flushed after the peer's EOF).
+    """
+
+    def __init__(self, stream: Stream) -> None:
+        super().__init__(lambda relay: stream)
+        self.ended: Deferred = Deferred()
+        self._lost = False
+
+    def writeConnectionLost(self) -> None:
+        # The peer's EOF. Twisted stops writing stdout but keeps fd 1 open, so whoever
+        # reads it (ssh's ProxyCommand, a pipe) would see no EOF until we exit, unlike
+        # ``ssh -W``: point fd 1 at /dev/null, which closes our end of their pipe.
+        _release_stdout()
+        super().writeConnectionLost()
+
+    def both_closed(self) -> None:
+        super().both_closed()
+        self.connectionLost(None)  # StandardIO will not
+
+    def stream_ended(self) -> None:
+        super().stream_ended()
+        if self.write_closed:
+            # The stream ended (the peer's CLOSE, or it expired) after stdout had closed on
+            # the peer's EOF, with stdin still open: StandardIO will report nothing more.
+            self.connectionLost(None)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._lost:  # reported by StandardIO, or by us when it would not
+            return
+        self._lost = True
+        super().connectionLost(reason)
+        self.ended.callback(None)
+
+
 async def run_connect(reactor: Any, args: argparse.Namespace, err: IO[str]) -> int:
-    from twisted.internet.defer import Deferred
-    from twisted.internet.stdio import StandardIO
-
-    from socketeer.config.load import load_config
-    from socketeer.tap import build_service
-    from socketeer.tunnel.stream import StreamProtocol
-
     config = load_config(args.config)
     ss = _pick_sourcesink(config, args.via)
     # The source's own lists, as for a client of its listener (a local one).
@@ -466,50 +509,17 @@ async def run_connect(reactor: Any, args: argparse.Namespace, err: IO[str]) -> i
         client="stdio",
         timeout=args.timeout or 3 * ss.connect_timeout,
     )
-    ended: Deferred = Deferred()
     failure: list[str] = []
 
-    class StdioStream(StreamProtocol):
-        def writeConnectionLost(self) -> None:
-            # The peer's EOF. Twisted stops writing stdout but keeps fd 1 open, so whoever
-            # reads it (ssh's ProxyCommand, a pipe) would see no EOF until we exit, unlike
-            # ``ssh -W``: point fd 1 at /dev/null, which closes our end of their pipe.
-            _release_stdout()
-            super().writeConnectionLost()
-
-        def _maybe_done(self) -> None:
-            super()._maybe_done()
-            if self._read_closed and self._write_closed:
-                # StandardIO never calls connectionLost when its two halves closed one by
-                # one (stdin's EOF, then stdout flushed after the peer's EOF): we are done.
-                self.connectionLost(None)
-
-        def connectionLost(self, reason=None) -> None:
-            super().connectionLost(reason)
-            if not ended.called:
-                ended.callback(None)
-
-    proto = StdioStream(lambda p: stream)
-
-    def finished(_stream: Any) -> None:
-        # The stream ended (the peer's CLOSE, or it expired) after stdout had closed on the
-        # peer's EOF, with stdin still open: StandardIO will report nothing more.
-        if proto._write_closed:
-            proto.connectionLost(None)
-
-    stream.on_finish = finished
-
     def open_failed(stream: Any, reason: Any, message: str) -> None:
+        # The stream then ends the relay, which closes standard input and output.
         failure.append(f"{reason.value}{': ' + message if message else ''}")
-        transport = proto.transport
-        if transport is not None:  # the stream did not close it: we asked to be told
-            transport.unregisterProducer()
-            transport.loseConnection()
 
     stream.on_open_failed = open_failed
-    StandardIO(proto, reactor=reactor)
+    relay = StdioRelay(stream)
+    StandardIO(relay, reactor=reactor)
     try:
-        await ended
+        await relay.ended
     finally:
         await root.stopService()
     if failure:
@@ -524,11 +534,11 @@ async def run_connect(reactor: Any, args: argparse.Namespace, err: IO[str]) -> i
 
 def cmd_connect(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from twisted.internet import task
-    from twisted.internet.defer import Deferred, ensureDeferred
+    from twisted.internet.defer import ensureDeferred
     from twisted.logger import LogLevel, globalLogBeginner, textFileLogObserver
 
     from socketeer import logs
-    from socketeer.config.load import ConfigError, load_config
+    from socketeer.config.load import ConfigError
 
     if not 0 < args.port < 65536:
         print("error: PORT must be 1..65535", file=err)

@@ -6,6 +6,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from socketeer.tunnel.node import Node
+from socketeer.tunnel.relay import SocketRelay
 from socketeer.tunnel.stream import Phase
 from socketeer.wire.envelope import Envelope, MsgType, encode_params
 
@@ -27,7 +28,7 @@ def from_peer(kind: MsgType, resource: str, seq: int = 0, body: bytes = b"", inc
 def open_one(node: Node, link: Link):
     stream = node.open_stream("si", "example.org", 80)
     transport = StringTransport()
-    stream.attach(transport)
+    SocketRelay(lambda relay: stream).makeConnection(transport)
     node.envelope_received(from_peer(MsgType.OPEN_OK, stream.resource))
     return stream, transport
 
@@ -35,7 +36,7 @@ def open_one(node: Node, link: Link):
 def test_streams_survive_a_channel_loss_and_resend_on_reconnect():
     node, clock, link = make_node()
     stream, transport = open_one(node, link)
-    stream.local_data(b"before")
+    stream.write(b"before")
     node.channel_lost()
     assert transport.producerState == "paused"  # the client is not read meanwhile
     assert stream.phase is Phase.OPEN
