@@ -29,7 +29,8 @@ from socketeer.config.model import Config, ConfigError, SourceSinkConfig
 from socketeer.ops.memtune import tune_malloc
 from socketeer.ops.services import add_operations, add_readiness
 from socketeer.policy import EMPTY_POLICY, PolicyRef
-from socketeer.sink.connect import Sink, system_address_resolver, system_resolver
+from socketeer.sink.connect import Sink
+from socketeer.sink.resolve import SystemResolver
 from socketeer.source.forward import FixedForwardFactory
 from socketeer.source.proxy import ProxyFactory, ProxySettings
 from socketeer.tunnel.node import Node
@@ -184,14 +185,15 @@ def _node_service(
                 return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
             return HostnameEndpoint(reactor, host, port, timeout=timeout)
 
+        resolver = SystemResolver(reactor)
         sink = Sink(
             node,
             endpoint_for,
             reactor,
             connect_timeout=timeout,
-            resolver=system_resolver(reactor),
+            resolver=resolver.resolve,
             policy=policy,
-            address_resolver=system_address_resolver(reactor),
+            address_resolver=resolver.addresses,
         )
     else:
         sink = None

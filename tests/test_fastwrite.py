@@ -168,8 +168,8 @@ async def test_every_relay_socket_is_tuned():
         client.transport.write(b"ping")
         await _until(lambda: bytes(client.data) == b"ping", "the echo")
         transports = [c.transport for c in relay.broker_factory.connections]
-        transports.append(next(iter(relay.sink_node.streams.values())).transport)  # outbound
-        transports.append(next(iter(relay.source_node.streams.values())).transport)  # accepted
+        for node in (relay.sink_node, relay.source_node):  # the outbound and accepted sockets
+            transports.append(next(iter(node.streams.values())).protocol.socket)
         assert len(transports) >= 4
         for t in transports:
             assert t.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

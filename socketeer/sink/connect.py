@@ -1,9 +1,10 @@
 """The spawning and resolving sink: turns OPEN messages into real outbound TCP connections.
 
-The seed's ``isSpawningAndResolvingSink=true``. The sink resolves the name itself (remote
-DNS, as ``socks5h`` users expect), connects as soon as the OPEN arrives (a server that
-speaks first, like MariaDB or SMTP, must not wait for client bytes), and answers OPEN_OK
-with the bound address or OPEN_FAIL with the reason.
+A sink node (``isSpawningAndResolvingSink=true``) resolves the name itself (remote DNS, as
+``socks5h`` users expect), connects as soon as the OPEN arrives (a server that speaks first, like
+MariaDB or SMTP, must not wait for client bytes), and answers OPEN_OK with the bound address
+or OPEN_FAIL with the reason. Once connected, the outbound socket is relayed to the stream
+(``tunnel.relay``).
 """
 
 from __future__ import annotations
@@ -20,16 +21,14 @@ from twisted.python.failure import Failure
 
 from socketeer import logs
 from socketeer.policy import Decision, Policy, PolicyRef, canonical_host, host_text
+from socketeer.sink.resolve import AddressResolver, Resolver
 from socketeer.tunnel.node import Node
 from socketeer.tunnel.reasons import OpenFailure, classify_connect_failure
-from socketeer.tunnel.stream import Phase, Stream, StreamProtocol
-from socketeer.wire.envelope import Envelope, MsgType, encode_params
+from socketeer.tunnel.relay import SocketRelay
+from socketeer.tunnel.stream import Phase, Stream
+from socketeer.wire.envelope import Envelope
 
 EndpointFor = Callable[[str, int], IStreamClientEndpoint]
-#: (name, reverse) -> Deferred firing with an address (or, reverse, a host name).
-Resolver = Callable[[str, bool], Deferred]
-#: name -> Deferred firing with every address (text) the name resolves to.
-AddressResolver = Callable[[str], Deferred]
 
 
 class PolicyDenied(Exception):
@@ -74,6 +73,17 @@ class Sink:
         self.ip_endpoint_for = ip_endpoint_for
         node.serve(self)
 
+    def _deadline(self, d: Deferred, on_timeout: Callable[[], object]) -> Deferred:
+        """Call ``on_timeout`` unless ``d`` fires within the connect timeout."""
+        timer = self.clock.callLater(self.connect_timeout, on_timeout)
+
+        def done(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(done)
+
     def resolve(self, env: Envelope) -> None:
         """Answer a RESOLVE request (SOCKS5 RESOLVE / RESOLVE_PTR through the source)."""
         try:
@@ -87,7 +97,6 @@ class Sink:
             self.node.answer_resolve(env, None, OpenFailure.ERROR)
             return
         d = self.resolver(name, reverse)
-        timer = self.clock.callLater(self.connect_timeout, d.cancel)
 
         def answered(address: str) -> None:
             self.node.answer_resolve(env, address)
@@ -99,12 +108,7 @@ class Sink:
             self.log.info("resolve {name} failed: {reason}", name=name, reason=reason.value)
             self.node.answer_resolve(env, None, reason)
 
-        def done(result: object) -> object:
-            if timer.active():
-                timer.cancel()
-            return result
-
-        d.addBoth(done).addCallbacks(answered, failed)
+        self._deadline(d, d.cancel).addCallbacks(answered, failed)
 
     def open(self, env: Envelope) -> None:
         stream = Stream(self.node, env.source, env.resource, self.node.window, rx_seq=1)
@@ -114,21 +118,33 @@ class Sink:
             port = int(params["port"])
             kind = int(params.get("type", "0"))
         except (KeyError, ValueError) as e:
-            self._refuse(stream, OpenFailure.ERROR, f"malformed open request: {e}")
+            stream.refuse(OpenFailure.ERROR, f"malformed open request: {e}")
             return
         stream.target = f"{host}:{port}"
         if not host or len(host) > MAX_HOST or not 0 < port < 65536:
-            self._refuse(stream, OpenFailure.ERROR, "invalid target address")
+            stream.refuse(OpenFailure.ERROR, "invalid target address")
             return
         if kind != 0:
-            self._refuse(stream, OpenFailure.ERROR, f"unsupported stream type {kind}")
+            stream.refuse(OpenFailure.ERROR, f"unsupported stream type {kind}")
             return
         policy = self.policy.policy if self.policy is not None else None
+        judge: Policy | None = None  # the policy that judges this target, if any
         if policy is not None and not policy.empty:
             host, port = self._map(stream, env.source, host, port, policy)
             if policy.judges_targets:
-                self._open_checked(stream, env.source, host, port, policy)
-                return
+                judge = policy
+        self._connect(stream, env.source, host, port, judge)
+
+    def _connect(
+        self, stream: Stream, peer: str, host: str, port: int, policy: Policy | None
+    ) -> None:
+        """Connect to the target, then relay the socket to the stream; or refuse the stream.
+
+        With a ``policy`` that judges targets, a name is resolved here; the name and every
+        address it resolves to are judged (``Policy.judge``), and the connection goes to
+        those addresses (in resolver order, the next one if a connect fails), never to the
+        name: no second lookup can answer differently (DNS rebinding).
+        """
         self.node.add_stream(stream)
         if logs.trace:  # per stream, on the connect path: only built when asked for
             self.log.debug(
@@ -136,26 +152,30 @@ class Sink:
                 resource=stream.resource,
                 target=stream.target,
             )
-        try:
-            endpoint = self.endpoint_for(host, port)
-        except ValueError as e:
-            self._refuse(stream, OpenFailure.NAME_NOT_FOUND, str(e))
-            return
         factory = Factory.forProtocol(
-            lambda: StreamProtocol(lambda proto: self._connected(stream, proto))
+            lambda: SocketRelay(lambda relay: self._connected(stream, relay))
         )
         factory.noisy = False  # no "Starting factory" line per stream
-        d: Deferred = endpoint.connect(factory)
-        timer = self.clock.callLater(self.connect_timeout, d.cancel)
+        stopped: list[bool] = []  # timed out, or the source gave up: try no other address
+        if policy is not None:
+            d = Deferred.fromCoroutine(
+                self._checked_connect(peer, host, port, policy, factory, stopped)
+            )
+        else:
+            try:
+                endpoint = self.endpoint_for(host, port)
+            except ValueError as e:
+                stream.refuse(OpenFailure.NAME_NOT_FOUND, str(e))
+                return
+            d = endpoint.connect(factory)
 
-        def done(result: object) -> object:
-            if timer.active():
-                timer.cancel()
-            return result
+        def stop() -> None:
+            if not d.called:
+                stopped.append(True)
+                d.cancel()
 
-        d.addBoth(done)
-        d.addErrback(self._failed, stream)
-        stream.on_finish = lambda s: d.cancel() if not d.called else None
+        self._deadline(d, stop).addErrback(self._failed, stream, peer)
+        stream.on_finish = lambda s: stop()
 
     # -- the sink's policy -----------------------------------------------------------------
 
@@ -172,47 +192,6 @@ class Sink:
                 rule=target[2].describe(),
             )
         return target[0], target[1]
-
-    def _open_checked(
-        self, stream: Stream, peer: str, host: str, port: int, policy: Policy
-    ) -> None:
-        """Judge the target by the sink's lists and connect to exactly what was judged.
-
-        A name is resolved here; the name and every address it resolves to are judged
-        (``Policy.judge``), and the connection goes to those addresses (in resolver order,
-        the next one if a connect fails), never to the name: no second lookup can answer
-        differently (DNS rebinding).
-        """
-        self.node.add_stream(stream)
-        if logs.trace:  # per stream, on the connect path: only built when asked for
-            self.log.debug(
-                "stream {resource}: connecting to {target}",
-                resource=stream.resource,
-                target=stream.target,
-            )
-        factory = Factory.forProtocol(
-            lambda: StreamProtocol(lambda proto: self._connected(stream, proto))
-        )
-        stopped: list[bool] = []  # timed out, or the source gave up: try no other address
-        d = Deferred.fromCoroutine(
-            self._checked_connect(peer, host, port, policy, factory, stopped)
-        )
-
-        def stop() -> None:
-            if not d.called:
-                stopped.append(True)
-                d.cancel()
-
-        timer = self.clock.callLater(self.connect_timeout, stop)
-
-        def done(result: object) -> object:
-            if timer.active():
-                timer.cancel()
-            return result
-
-        d.addBoth(done)
-        d.addErrback(self._checked_failed, stream, peer)
-        stream.on_finish = lambda s: stop()
 
     async def _checked_connect(
         self, peer: str, host: str, port: int, policy: Policy, factory, stopped: list[bool]
@@ -267,34 +246,29 @@ class Sink:
         kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
         return kind(self.clock, address, port, timeout=self.connect_timeout)
 
-    def _checked_failed(self, failure: Failure, stream: Stream, peer: str) -> None:
+    def _failed(self, failure: Failure, stream: Stream, peer: str) -> None:
         if stream.phase is Phase.CLOSED:
             return
         if failure.check(PolicyDenied):
             self._deny(stream, peer, failure.value.decision)
             return
-        self._refuse(stream, classify_connect_failure(failure), failure.getErrorMessage())
+        stream.refuse(classify_connect_failure(failure), failure.getErrorMessage())
 
     def _deny(self, stream: Stream, peer: str, decision: Decision) -> None:
         """Answer OPEN_FAIL ``denied``; the rule is logged here, not told to the source."""
         self.node.stats.denied[decision.rule] += 1
-        message = f"by the policy of node {self.node.name}"
-        stream.send(MsgType.OPEN_FAIL, encode_params({"reason": "denied", "message": message}))
-        stream.fail(
-            OpenFailure.DENIED, f"{decision.rule_text} (stream from node {peer})", notify_peer=False
+        stream.refuse(
+            OpenFailure.DENIED,
+            f"by the policy of node {self.node.name}",
+            detail=f"{decision.rule_text} (stream from node {peer})",
         )
 
-    def _refuse(self, stream: Stream, reason: OpenFailure, message: str) -> None:
-        stream.send(MsgType.OPEN_FAIL, encode_params({"reason": reason.value, "message": message}))
-        stream.fail(reason, message, notify_peer=False)
-
-    def _connected(self, stream: Stream, proto: StreamProtocol) -> Stream | None:
+    def _connected(self, stream: Stream, relay: SocketRelay) -> Stream | None:
         if stream.phase is Phase.CLOSED:
             return None  # the client gave up while we were connecting
-        bound = proto.transport.getHost()
+        bound = relay.transport.getHost()
         stream.on_finish = None
-        stream.phase = Phase.OPEN
-        stream.send(MsgType.OPEN_OK, encode_params({"host": bound.host, "port": bound.port}))
+        stream.accept(bound.host, bound.port)
         self.log.info(
             "stream {resource} from {peer} open to {target}",
             resource=stream.resource,
@@ -302,48 +276,3 @@ class Sink:
             target=stream.target,
         )
         return stream
-
-    def _failed(self, failure: Failure, stream: Stream) -> None:
-        if stream.phase is Phase.CLOSED:
-            return
-        reason = classify_connect_failure(failure)
-        self._refuse(stream, reason, failure.getErrorMessage())
-
-
-def system_address_resolver(reactor) -> AddressResolver:
-    """Every address of a name (getaddrinfo order, duplicates dropped), in the thread pool."""
-    import socket
-
-    from twisted.internet.threads import deferToThreadPool
-
-    def lookup(name: str) -> list[str]:
-        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-        return list(dict.fromkeys(info[4][0] for info in infos))
-
-    def resolve(name: str) -> Deferred:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), lookup, name)
-
-    return resolve
-
-
-def system_resolver(reactor) -> Resolver:
-    """Resolve with the operating system (getaddrinfo / gethostbyaddr) in Twisted's thread pool.
-
-    getaddrinfo (unlike ``reactor.resolve``) answers with IPv6 addresses too.
-    """
-    import socket
-
-    from twisted.internet.threads import deferToThreadPool
-
-    def lookup(name: str, reverse: bool) -> str:
-        if reverse:
-            return socket.gethostbyaddr(name)[0]
-        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-        if not infos:
-            raise OSError(f"no address for {name}")
-        return infos[0][4][0]
-
-    def resolve(name: str, reverse: bool) -> Deferred:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), lookup, name, reverse)
-
-    return resolve

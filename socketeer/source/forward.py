@@ -1,41 +1,20 @@
 """The source side of a fixed port-forward: every accepted TCP connection becomes a stream.
 
-The seed's ``serverport`` listener with ``fixedHost``/``fixedPort``: like ``ssh -L``, each
-client connection is relayed to one fixed target that the peer sink node connects to.
-The SOCKS and HTTP front-ends (a later issue) differ only in how they learn the target.
+A listener with a fixed target (``fixedHost``/``fixedPort``): like ``ssh -L``, each client
+connection is relayed to one target that the peer sink node connects to. The proxy port
+(``proxy.py``) differs only in how it learns the target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from socketeer.policy import Decision, PolicyRef, client_host
+from socketeer.policy import PolicyRef, client_host
+from socketeer.source.open import describe_peer, open_checked
 from socketeer.tunnel.node import Node
-from socketeer.tunnel.reasons import OpenFailure, describe_peer
-from socketeer.tunnel.stream import Stream, StreamProtocol
-
-
-def denied_stream(
-    node: Node,
-    peer: str,
-    target: str,
-    client: str,
-    decision: Decision,
-    on_fail: Callable[[Stream, OpenFailure, str], None] | None = None,
-) -> Stream:
-    """A stream the source's policy refused before any message went out.
-
-    It is counted (``denied:<rule>``), logged once with the rule, and failed with DENIED;
-    ``on_fail`` runs as it would for a refusal from the sink.
-    """
-    stream = Stream(node, peer, node.new_resource_id(), node.window, target=target, client=client)
-    stream.on_open_failed = on_fail
-    node.stats.denied[decision.rule] += 1
-    stream.fail(OpenFailure.DENIED, f"{decision.rule_text} (client {client})", notify_peer=False)
-    return stream
+from socketeer.tunnel.relay import SocketRelay
+from socketeer.tunnel.stream import Phase, Stream
 
 
 class FixedForwardFactory(Factory):
@@ -62,7 +41,7 @@ class FixedForwardFactory(Factory):
         self.open_timeout = open_timeout
         self.policy = policy
 
-    def buildProtocol(self, addr) -> StreamProtocol | None:
+    def buildProtocol(self, addr) -> SocketRelay | None:
         if self.policy is not None:
             decision = self.policy.policy.admit(client_host(addr))
             if not decision.allowed:
@@ -72,33 +51,19 @@ class FixedForwardFactory(Factory):
                     "refused client {client}: {rule}", client=addr, rule=decision.rule_text
                 )
                 return None
-        return StreamProtocol(self._open)
+        return SocketRelay(self._open)
 
-    def _open(self, proto: StreamProtocol) -> Stream | None:
-        client = describe_peer(proto.transport.getPeer())
-        host, port = self.host, self.port
-        if self.policy is not None:
-            decision = self.policy.policy.evaluate(
-                host, port, cluster=self.node.cluster, node=self.peer
-            )
-            if not decision.allowed:
-                denied_stream(self.node, self.peer, f"{host}:{port}", client, decision)
-                return None  # the client's connection is closed
-            if decision.mapped_by:
-                self.log.debug(
-                    "{client}: {host}:{port} mapped to {target} by {rule}",
-                    client=client,
-                    host=host,
-                    port=port,
-                    target=f"{decision.target_host}:{decision.target_port}",
-                    rule=decision.mapped_by,
-                )
-            host, port = decision.target_host, decision.target_port
-        return self.node.open_stream(
+    def _open(self, relay: SocketRelay) -> Stream | None:
+        stream = open_checked(
+            self.node,
             self.peer,
-            host,
-            port,
-            client=client,
-            kind=self.kind,
+            self.host,
+            self.port,
+            client=describe_peer(relay.transport.getPeer()),
             timeout=self.open_timeout,
+            policy=self.policy,
+            kind=self.kind,
         )
+        if stream.phase is Phase.CLOSED:
+            return None  # denied: the client's connection is closed
+        return stream

@@ -2,8 +2,8 @@
 
 CONNECT becomes a plain relay, like SOCKS. A forward request (``GET http://host/...``) gets
 its own stream to its own origin: the rewritten head and the body (framing untouched) go
-up the stream, and the response comes back through ``ResponseChannel``, which looks like a
-transport to the stream but passes every byte through ``wire.httpproxy.ResponseReader``.
+up the stream, and the response comes back to ``ResponseReceiver``, the protocol on that
+stream, which passes every byte through ``wire.httpproxy.ResponseReader`` to the client.
 When the reader says the response is complete, the stream is closed and, if the client may
 keep the connection, the next request is read: so one client connection can visit many
 origins, each request routed by its own absolute URI.
@@ -11,15 +11,15 @@ origins, each request routed by its own absolute URI.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from socketeer.source.proxy import Handler
+from socketeer.source.handler import Handler, ProxyConnection
 from socketeer.tunnel.reasons import OpenFailure
-from socketeer.tunnel.stream import Phase, Stream
+from socketeer.tunnel.stream import Stream
 from socketeer.wire.httpproxy import (
     CONNECT_ESTABLISHED,
     BodyChunk,
@@ -31,9 +31,6 @@ from socketeer.wire.httpproxy import (
     error_response,
     proxy_auth_required,
 )
-
-if TYPE_CHECKING:
-    from socketeer.source.proxy import ProxyProtocol
 
 #: How long a kept-alive client connection may wait for its next request.
 KEEPALIVE_TIMEOUT = 120.0
@@ -59,7 +56,7 @@ class HttpHandler(Handler):
 
     log = Logger()
 
-    def __init__(self, proto: ProxyProtocol) -> None:
+    def __init__(self, proto: ProxyConnection) -> None:
         self.proto = proto
         self.reader = RequestReader()
         self.exchange: Exchange | None = None
@@ -77,7 +74,7 @@ class HttpHandler(Handler):
                     if not self._request(event):
                         return
                 elif isinstance(event, BodyChunk):
-                    self.exchange.stream.local_data(event.data)
+                    self.exchange.stream.write(event.data)
                 elif isinstance(event, EndOfRequest):
                     self.exchange.request_done()
         except HttpError as e:
@@ -132,7 +129,7 @@ class HttpHandler(Handler):
 
     def _tunnel_open(self, stream: Stream, params: dict[str, str]) -> None:
         if self.proto.closed:
-            stream.shutdown()
+            stream.loseConnection()
             return
         self.proto.transport.write(CONNECT_ESTABLISHED)
         self.proto.start_relay(stream, self.reader.trailing_data())
@@ -173,33 +170,46 @@ class HttpHandler(Handler):
         self.proto.close()
 
 
-@implementer(IPushProducer)
-class ResponseChannel:
-    """What a forward request's stream writes to: the response framer, then the client.
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class ResponseReceiver(Protocol):
+    """The protocol on a forward request's stream: the response, through the framer, to the
+    client.
 
-    To the stream it is a transport (write, half-close, close, producer registration and
-    read pausing); the stream's flow control therefore works unchanged: the client's socket
-    pushes back on the stream, and the stream's window pauses reading the client's body.
+    Flow control works as on a relay: the client's socket pushes back on the stream, and
+    the stream's window pauses reading the client's body (this is the producer registered
+    on the stream).
     """
 
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
         self.client = exchange.handler.proto.transport
+        self._registered = False
 
-    def write(self, data: bytes) -> None:
+    def connectionMade(self) -> None:
+        self.client.registerProducer(self.transport, True)
+        self._registered = True
+        self.transport.registerProducer(self, True)
+
+    def dataReceived(self, data: bytes) -> None:
         self.exchange.response_bytes(data)
 
-    def loseWriteConnection(self) -> None:
+    def readConnectionLost(self) -> None:
+        self._unregister()  # no more writes from this stream
         self.exchange.origin_closed()
 
-    def loseConnection(self) -> None:
+    def writeConnectionLost(self) -> None:
+        pass  # a forward request is never half-closed toward the origin
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._unregister()
         self.exchange.stream_closed()
 
-    def registerProducer(self, producer, streaming: bool) -> None:
-        self.client.registerProducer(producer, streaming)
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            self.client.unregisterProducer()
 
-    def unregisterProducer(self) -> None:
-        self.client.unregisterProducer()
+    # -- IPushProducer: reading the client, as the stream's window sees it -------------------
 
     def pauseProducing(self) -> None:
         self.client.pauseProducing()
@@ -230,7 +240,7 @@ class Exchange:
         self.stream = proto.open_stream(
             request.target_host, request.target_port, self._opened, self._failed
         )
-        self.stream.local_data(request.head)  # optimistic: the sink holds it until connected
+        self.stream.write(request.head)  # optimistic: the sink holds it until connected
 
     @property
     def response_started(self) -> bool:
@@ -244,10 +254,10 @@ class Exchange:
     def _opened(self, stream: Stream, params: dict[str, str]) -> None:
         proto = self.handler.proto
         if proto.closed:
-            stream.shutdown()
+            stream.loseConnection()
             return
         proto.transport.resumeProducing()
-        stream.attach(ResponseChannel(self))
+        stream.attach_protocol(ResponseReceiver(self))
 
     def _failed(self, stream: Stream, reason: OpenFailure, message: str) -> None:
         proto = self.handler.proto
@@ -301,8 +311,7 @@ class Exchange:
         started = self.response.response_started
         self.finished = True
         self.handler.exchange = None
-        if self.stream.phase is not Phase.CLOSED:
-            self.stream.shutdown()
+        self.stream.loseConnection()
         if proto.closed:
             return
         if started:
@@ -313,13 +322,11 @@ class Exchange:
 
     def _finish(self, keep_alive: bool) -> None:
         self.finished = True
-        if self.stream.phase is not Phase.CLOSED:
-            self.stream.shutdown()  # the origin was told to close; we need nothing more
+        self.stream.loseConnection()  # the origin was told to close; we need nothing more
         self.handler.exchange_done(keep_alive)
 
     def abandon(self) -> None:
         """The client went away: drop the stream."""
         if not self.finished:
             self.finished = True
-            if self.stream.phase is not Phase.CLOSED:
-                self.stream.shutdown()
+            self.stream.loseConnection()

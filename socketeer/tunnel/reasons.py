@@ -1,8 +1,9 @@
 """Why a stream could not open: one vocabulary from the sink's socket error to every front-end.
 
-The sink turns its outbound connect failure into an ``OpenFailure`` reason; the reason
-travels in the open-fail message; each front-end maps the reason to its own wire code
-(SOCKS5 reply, SOCKS4 status, HTTP status) in exactly one table here.
+The sink turns its outbound connect failure into an ``OpenFailure`` reason
+(``classify_connect_failure``); the reason travels in the OPEN_FAIL message; each front-end
+maps it to its own wire code, next to its handler: ``source.socks.SOCKS5_REPLY`` (SOCKS4
+has one code, rejected) and ``source.http.failure_response``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class OpenFailure(StrEnum):
     NETWORK_UNREACHABLE = "network-unreachable"
     NAME_NOT_FOUND = "name-not-found"  # the sink could not resolve the host name
     TIMEOUT = "timeout"  # the connect did not complete in time
-    DENIED = "denied"  # policy (later issue)
+    DENIED = "denied"  # a policy (the source's or the sink's) refused the target
     NO_SINK = "no-sink"  # no answer from the peer node
     CHANNEL_LOST = "channel-lost"  # the broker connection went away
     ERROR = "error"  # anything else
@@ -31,20 +32,6 @@ class OpenFailure(StrEnum):
             return cls(text)
         except ValueError:
             return cls.ERROR
-
-
-#: SOCKS5 (RFC 1928) reply codes per reason, for the front-ends.
-SOCKS5_REPLY = {
-    OpenFailure.REFUSED: 0x05,
-    OpenFailure.HOST_UNREACHABLE: 0x04,
-    OpenFailure.NAME_NOT_FOUND: 0x04,
-    OpenFailure.NETWORK_UNREACHABLE: 0x03,
-    OpenFailure.TIMEOUT: 0x06,
-    OpenFailure.DENIED: 0x02,
-    OpenFailure.NO_SINK: 0x01,
-    OpenFailure.CHANNEL_LOST: 0x01,
-    OpenFailure.ERROR: 0x01,
-}
 
 
 def classify_connect_failure(failure: Failure) -> OpenFailure:
@@ -70,11 +57,3 @@ def classify_connect_failure(failure: Failure) -> OpenFailure:
     if code == errno.ETIMEDOUT:
         return OpenFailure.TIMEOUT
     return OpenFailure.ERROR
-
-
-def describe_peer(address: object) -> str:
-    """``host:port`` of a client address for logs; a unix socket has no host or port."""
-    host = getattr(address, "host", None)
-    if host is None:
-        return f"unix:{getattr(address, 'name', '') or '?'}"
-    return f"{host}:{getattr(address, 'port', '')}"

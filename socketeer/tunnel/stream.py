@@ -1,21 +1,27 @@
-"""One relayed TCP connection as one node sees it: ordering, half-close and flow control.
+"""One relayed connection as one node sees it: ordering, half-close, flow control, and the
+transport that the protocol on the stream writes to.
 
-A stream joins a local TCP socket (the client's socket on a source, the outbound socket on a
-sink) to the peer node's stream over the channel. The story of a stream, from the source:
+A stream is a Twisted transport, as a TCP connection is, for one ordinary protocol attached
+to it (``attach_protocol``): the stream calls its ``dataReceived``, ``readConnectionLost``
+(an ``IHalfCloseableProtocol``) and ``connectionLost``; the protocol calls ``write``,
+``loseWriteConnection``, ``loseConnection`` and registers its producer. On a source or a
+sink that protocol is usually ``relay.SocketWriter``, joining the stream to a local socket;
+the HTTP proxy attaches a response reader, ``socketeer connect`` standard input and output.
+The story of a stream, from the source:
 
-    (OPENING) local connect      -> send OPEN; local bytes are sent optimistically (window)
+    (OPENING) local connect      -> send OPEN; what the protocol writes is sent optimistically
     (OPENING) rx OPEN_OK         -> (OPEN)
-    (OPENING) rx OPEN_FAIL       -> close the local socket -> (CLOSED)
-    (OPENING) open timer expires -> send CLOSE, close the local socket -> (CLOSED)
-    (any)     local bytes        -> send DATA            ; local FIN  -> send EOF
-    (any)     rx DATA            -> write to local       ; rx EOF     -> local half-close
-    (any)     rx CLOSE           -> close local socket, -> (CLOSED)
-    (any)     rx RESET           -> close local socket, -> (CLOSED)   (peer has no such stream)
-    (any)     local socket gone  -> send CLOSE, -> (CLOSED)
-    (any)     peer silent > grace -> send CLOSE, close local socket -> (CLOSED)   (node decides)
+    (OPENING) rx OPEN_FAIL       -> connectionLost -> (CLOSED)
+    (OPENING) open timer expires -> send CLOSE, connectionLost -> (CLOSED)
+    (any)     write()            -> send DATA       ; loseWriteConnection() -> send EOF
+    (any)     rx DATA            -> dataReceived    ; rx EOF -> readConnectionLost
+    (any)     rx CLOSE           -> connectionLost, -> (CLOSED)
+    (any)     rx RESET           -> connectionLost, -> (CLOSED)   (peer has no such stream)
+    (any)     loseConnection()   -> send CLOSE, connectionLost, -> (CLOSED)
+    (any)     peer silent > grace -> send CLOSE, connectionLost -> (CLOSED)   (node decides)
 
-On a sink the stream is born on rx OPEN (OPENING while the outbound connect runs), sends
-OPEN_OK or OPEN_FAIL, and then behaves the same way.
+On a sink the stream is born on rx OPEN (OPENING while the outbound connect runs), answers
+OPEN_OK (``accept``) or OPEN_FAIL (``refuse``), and then behaves the same way.
 
 Ordering and resumption: every message except ACK and RESET carries a per-direction
 sequence number; messages that arrive early wait in a bounded reorder buffer, duplicates are
@@ -26,21 +32,32 @@ and the peer answers with its outbox and its last ACK again; so a broker outage 
 not a reset.
 
 Flow control, SSH-window style: the sender never has more than ``window`` bytes that the
-peer has not acknowledged; beyond that it pauses reading its local socket. The receiver
-acknowledges bytes once they are written to its local socket, and withholds acknowledgements
-while that socket's transport has paused it (Twisted's push-producer API). So a slow reader
-anywhere stops the fast writer at the other end, and each side holds at most one window.
+peer has not acknowledged; beyond that it pauses the producer registered on the stream (the
+local socket's reading). The receiver acknowledges bytes once they are delivered to its
+protocol, and withholds acknowledgements while the stream is paused as a producer (the
+local socket's transport is full). So a slow reader anywhere stops the fast writer at the
+other end, and each side holds at most one window. Like a TCP receive window, pausing
+withholds credit: what the peer sent before it ran out (at most a window) still arrives.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IProtocol,
+    IPushProducer,
+    ITransport,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -55,6 +72,12 @@ MAX_REORDER = 4096
 #: (``fastwrite.large_reads``): fewer, larger messages cost far less per byte on every hop,
 #: and stay well below brokers' frame limits (RabbitMQ: 4 MiB). Bigger writes are split.
 MAX_DATA_MESSAGE = fastwrite.LARGE_READ
+
+#: What the protocol's ``connectionLost`` gets: the stream ended cleanly (CLOSE either
+#: way), or it was dropped (RESET, a failed open, an expired peer). Built once, as
+#: Twisted's own ``connectionDone`` is.
+ENDED = Failure(ConnectionDone("the stream was closed"))
+DROPPED = Failure(ConnectionLost("the stream was dropped"))
 
 
 class Phase(Enum):
@@ -77,9 +100,19 @@ class StreamHost(TypingProtocol):
     def seconds(self) -> float: ...
 
 
-@implementer(IPushProducer)
+@implementer(IAddress)
+@dataclass(frozen=True)
+class StreamAddress:
+    """Where a stream leads, as ``getPeer``/``getHost`` report it: the peer node, the stream."""
+
+    node: str
+    resource: str
+
+
+@implementer(ITransport, IConsumer, IPushProducer)
 class Stream:
-    """One relayed connection: the local socket on one side, a peer node's stream on the other."""
+    """One relayed connection: a transport for its protocol, a peer node's stream on the other
+    side."""
 
     log = Logger()
 
@@ -100,26 +133,27 @@ class Stream:
         self.window = window
         self.target = target
         self.client = client
-        self.phase = Phase.OPENING
+        self._phase = Phase.OPENING
         self.started = host.seconds()
         self.failure: OpenFailure | None = None
         self.on_open: Callable[[Stream, dict[str, str]], None] | None = None
         self.on_open_failed: Callable[[Stream, OpenFailure, str], None] | None = None
         self.on_finish: Callable[[Stream], None] | None = None
         self.open_timer: IDelayedCall | None = None
-        self.transport = None  # the local socket's ITCPTransport once attached
+        self.protocol: IProtocol | None = None  # what runs on the stream, once attached
+        self._half_closeable = False  # the protocol takes readConnectionLost
+        self._producer: IPushProducer | None = None  # what the window pauses (the protocol's)
         self._tx_seq = 0
         self._rx_seq = rx_seq
         self._reorder: dict[int, Envelope] = {}
-        self._pending: list[Envelope] = []  # remote messages that arrived before attach()
+        self._pending: list[Envelope] = []  # remote messages that arrived before the protocol
         self.sent = 0  # payload bytes sent to the peer
         self._peer_consumed = 0  # payload bytes the peer has acknowledged
-        self.delivered = 0  # payload bytes written to the local socket
+        self.delivered = 0  # payload bytes delivered to the protocol
         self._acked = 0  # the last acknowledgement we sent
         self._reading_paused = False
         self._consumer_paused = False
         self._eof_sent = False
-        self._registered = False
         # Sequenced messages the peer has not acknowledged yet: resent after a reconnect.
         # Bounded by the window, since the peer acknowledges as it consumes.
         self._outbox: deque[tuple[int, MsgType, bytes]] = deque()
@@ -129,8 +163,13 @@ class Stream:
     def key(self) -> tuple[str, str]:
         return (self.peer, self.resource)
 
+    @property
+    def phase(self) -> Phase:
+        """OPENING, OPEN or CLOSED; only the stream's own transitions change it."""
+        return self._phase
+
     def __repr__(self) -> str:
-        return f"<Stream {self.peer}/{self.resource} {self.phase.value} {self.target}>"
+        return f"<Stream {self.peer}/{self.resource} {self._phase.value} {self.target}>"
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -154,7 +193,7 @@ class Stream:
 
     def resync(self) -> None:
         """After the channel came back: resend our unacknowledged messages, ask for theirs."""
-        if self.phase is Phase.CLOSED:
+        if self._phase is Phase.CLOSED:
             return
         self._retransmit()
         self._send_ack(resync=True)
@@ -168,23 +207,45 @@ class Stream:
         """Messages kept for retransmission (for tests and status)."""
         return len(self._outbox)
 
-    # -- the local socket ------------------------------------------------------------------
+    # -- the sink's answer -----------------------------------------------------------------
 
-    def attach(self, transport) -> None:
-        """The local socket exists: wire backpressure, then hand over what was waiting."""
-        self.transport = transport
-        if self.phase is Phase.CLOSED:
-            transport.loseConnection()
+    def accept(self, host: str, port: int) -> None:
+        """The sink's outbound connection is up: (OPEN), and the peer learns the bound address."""
+        self._phase = Phase.OPEN
+        self.send(MsgType.OPEN_OK, encode_params({"host": host, "port": port}))
+
+    def refuse(self, reason: OpenFailure, message: str, *, detail: str | None = None) -> None:
+        """The sink cannot open the stream: answer OPEN_FAIL with ``message``, and end here.
+
+        ``detail`` is logged instead of ``message`` when the peer must not learn it (the
+        sink's policy rule). A stream that ended meanwhile is left alone.
+        """
+        if self._phase is Phase.CLOSED:
             return
-        transport.registerProducer(self, True)
-        self._registered = True
-        self.update_reading()
+        self.send(MsgType.OPEN_FAIL, encode_params({"reason": reason.value, "message": message}))
+        self.fail(reason, message if detail is None else detail, notify_peer=False)
+
+    # -- ITransport, IConsumer: what the protocol on the stream calls ------------------------
+
+    def attach_protocol(self, protocol: IProtocol) -> None:
+        """Connect ``protocol`` to this stream, as a transport does, then hand over what was
+        waiting for it. The protocol registers its producer in ``connectionMade`` (before the
+        first byte), so back-pressure holds from the start."""
+        self.protocol = protocol
+        self._half_closeable = IHalfCloseableProtocol.providedBy(protocol)
+        protocol.makeConnection(self)
+        if self._phase is Phase.CLOSED:
+            self._close_local(ENDED)
+            return
         pending, self._pending = self._pending, []
         for env in pending:
+            if self._phase is Phase.CLOSED:
+                break
             self._deliver(env)
 
-    def local_data(self, data: bytes) -> None:
-        if self.phase is Phase.CLOSED or self._eof_sent:
+    def write(self, data: bytes) -> None:
+        """Send ``data`` to the peer (split into messages of at most MAX_DATA_MESSAGE)."""
+        if self._phase is Phase.CLOSED or self._eof_sent:
             return
         self.sent += len(data)
         if len(data) <= MAX_DATA_MESSAGE:
@@ -195,51 +256,80 @@ class Stream:
                 self.send(MsgType.DATA, bytes(view[start : start + MAX_DATA_MESSAGE]))
         self.update_reading()
 
-    def local_eof(self) -> None:
-        if self.phase is Phase.CLOSED or self._eof_sent:
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseWriteConnection(self) -> None:
+        """Half-close: the peer gets EOF once; what it sends still arrives."""
+        if self._phase is Phase.CLOSED or self._eof_sent:
             return
         self._eof_sent = True
         self.send(MsgType.EOF)
+        if self._half_closeable:
+            self.protocol.writeConnectionLost()
 
-    def local_lost(self, reason: Failure | None = None) -> None:
-        if self.phase is Phase.CLOSED:
+    def loseConnection(self) -> None:
+        """End the stream: the peer gets CLOSE, the protocol ``connectionLost``."""
+        if self._phase is Phase.CLOSED:
             return
         self.send(MsgType.CLOSE)
         self._finish()
+        self._close_local(ENDED)
+
+    def getPeer(self) -> StreamAddress:
+        return StreamAddress(self.peer, self.resource)
+
+    def getHost(self) -> StreamAddress:
+        return StreamAddress(self.peer, self.resource)
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        """The protocol's producer, paused while the window is spent or the channel is full."""
+        if not streaming:
+            raise ValueError("a stream takes push producers only")
+        if self._producer is not None:
+            raise RuntimeError(f"{self!r} has a producer already: {self._producer!r}")
+        self._producer = producer
+        self._reading_paused = False
+        self.update_reading()
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
 
     def update_reading(self) -> None:
-        """Pause or resume reading the local socket: window exhausted or channel congested."""
-        if self.transport is None:
+        """Pause or resume the registered producer: window exhausted or channel congested."""
+        producer = self._producer
+        if producer is None:
             return
         pause = (
-            self.phase is Phase.CLOSED
+            self._phase is Phase.CLOSED
             or self.host.channel_paused
             or self.sent - self._peer_consumed >= self.window
         )
         if pause != self._reading_paused:
             self._reading_paused = pause
             if pause:
-                self.transport.pauseProducing()
+                producer.pauseProducing()
             else:
-                self.transport.resumeProducing()
+                producer.resumeProducing()
 
-    # -- IPushProducer: the local socket's transport tells us it is full or drained ----------
+    # -- IPushProducer: whoever consumes what the stream delivers is full or drained --------
 
     def pauseProducing(self) -> None:
         self._consumer_paused = True
 
     def resumeProducing(self) -> None:
         self._consumer_paused = False
-        if self.delivered > self._acked and self.phase is not Phase.CLOSED:
+        if self.delivered > self._acked and self._phase is not Phase.CLOSED:
             self._send_ack()
 
     def stopProducing(self) -> None:
+        # The consumer is gone; its protocol's connectionLost ends the stream.
         self._consumer_paused = True
 
     # -- messages from the peer ------------------------------------------------------------
 
     def receive(self, env: Envelope) -> None:
-        if self.phase is Phase.CLOSED:
+        if self._phase is Phase.CLOSED:
             return
         if not self.peer_incarnation:
             self.peer_incarnation = env.incarnation
@@ -263,7 +353,7 @@ class Stream:
                 self.update_reading()
             return
         if env.type is MsgType.RESET:
-            if self.phase is Phase.OPENING:
+            if self._phase is Phase.OPENING:
                 self.fail(OpenFailure.ERROR, "peer has no such stream", notify_peer=False)
             else:
                 self.abort()
@@ -278,7 +368,7 @@ class Stream:
             return  # an early message waits; a duplicate is dropped
         self._rx_seq += 1
         self._handle(env)
-        while self.phase is not Phase.CLOSED and self._rx_seq in self._reorder:
+        while self._phase is not Phase.CLOSED and self._rx_seq in self._reorder:
             env = self._reorder.pop(self._rx_seq)
             self._rx_seq += 1
             self._handle(env)
@@ -286,8 +376,8 @@ class Stream:
     def _handle(self, env: Envelope) -> None:
         kind = env.type
         if kind is MsgType.OPEN_OK:
-            if self.phase is Phase.OPENING:
-                self.phase = Phase.OPEN
+            if self._phase is Phase.OPENING:
+                self._phase = Phase.OPEN
                 self._cancel_open_timer()
                 if self.on_open is not None:
                     self.on_open(self, env.params())
@@ -295,7 +385,7 @@ class Stream:
             params = env.params()
             reason = OpenFailure.parse(params.get("reason", ""))
             self.fail(reason, params.get("message", ""), notify_peer=False)
-        elif self.transport is None:
+        elif self.protocol is None:
             if kind is MsgType.CLOSE:
                 self._finish()  # e.g. the client left while the sink was still connecting
                 return
@@ -304,27 +394,27 @@ class Stream:
             self._deliver(env)
 
     def _deliver(self, env: Envelope) -> None:
-        transport = self.transport
         kind = env.type
         if kind is MsgType.DATA:
-            fastwrite.write(transport, env.body)
+            self.protocol.dataReceived(env.body)
             self.delivered += len(env.body)
             if not self._consumer_paused and self.delivered - self._acked >= self.window // 4:
                 self._send_ack()
         elif kind is MsgType.EOF:
-            # No more writes: drop our producer first, or Twisted never half-closes a
-            # transport whose producer it had paused.
-            self._unregister()
-            transport.loseWriteConnection()
+            if self._half_closeable:
+                self.protocol.readConnectionLost()
+            else:  # as a TCP transport does for a protocol that cannot half-close
+                self.loseConnection()
         elif kind is MsgType.CLOSE:
             self._finish()
-            self._close_local()
+            self._close_local(ENDED)
 
     # -- ending ----------------------------------------------------------------------------
 
     def fail(self, reason: OpenFailure, message: str = "", *, notify_peer: bool = True) -> None:
-        """The stream could not open: tell whoever waits, close the local socket."""
-        if self.phase is Phase.CLOSED:
+        """The stream could not open: tell whoever waits (``on_open_failed``), then the
+        protocol on the stream, if one is attached."""
+        if self._phase is Phase.CLOSED:
             return
         self.failure = reason
         self.log.info(
@@ -339,44 +429,32 @@ class Stream:
         self._finish()
         if self.on_open_failed is not None:
             self.on_open_failed(self, reason, message)
-        else:
-            self._close_local()
+        self._close_local(DROPPED)
 
     def abort(self) -> None:
         """Drop the stream without a word to the peer (the channel is gone or it misbehaved)."""
-        if self.phase is Phase.CLOSED:
+        if self._phase is Phase.CLOSED:
             return
         self._finish()
-        self._close_local()
+        self._close_local(DROPPED)
 
-    def _close_local(self) -> None:
-        """Close the local socket after it has written what it holds.
-
-        The producer goes first: Twisted keeps a connection open while a registered
-        producer is paused.
-        """
-        if self.transport is not None:
-            self._unregister()
-            self.transport.loseConnection()
-
-    def _unregister(self) -> None:
-        if self._registered:
-            self._registered = False
-            self.transport.unregisterProducer()
+    def _close_local(self, reason: Failure) -> None:
+        """Tell the protocol on the stream that it has ended (it closes its socket)."""
+        protocol = self.protocol
+        if protocol is not None:
+            self._producer = None
+            protocol.connectionLost(reason)
 
     def expire(self) -> None:
         """The peer node has been unreachable too long: end the stream toward our side."""
-        if self.phase is Phase.OPENING:
+        if self._phase is Phase.OPENING:
             self.fail(OpenFailure.NO_SINK, "peer node unreachable")
         else:
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Close cleanly on service stop: tell the peer, close the local socket."""
-        if self.phase is Phase.CLOSED:
-            return
-        self.send(MsgType.CLOSE)
-        self.abort()
+        """Close cleanly on service stop: tell the peer, end the protocol on the stream."""
+        self.loseConnection()
 
     def _cancel_open_timer(self) -> None:
         if self.open_timer is not None and self.open_timer.active():
@@ -384,7 +462,7 @@ class Stream:
         self.open_timer = None
 
     def _finish(self) -> None:
-        self.phase = Phase.CLOSED
+        self._phase = Phase.CLOSED
         self._cancel_open_timer()
         self._reorder.clear()
         self._pending.clear()
@@ -402,50 +480,3 @@ class Stream:
         self.host.stream_done(self)
         if self.on_finish is not None:
             self.on_finish(self)
-
-
-@implementer(IHalfCloseableProtocol)
-class StreamProtocol(Protocol):
-    """The local socket's protocol: moves bytes and FIN between a TCP transport and a Stream.
-
-    The same class serves the source's accepted client socket and the sink's outbound
-    socket; only how the stream is found differs (``stream_for_connection``).
-    """
-
-    def __init__(self, stream_for_connection: Callable[[StreamProtocol], Stream | None]) -> None:
-        self._stream_for_connection = stream_for_connection
-        self.stream: Stream | None = None
-        self._read_closed = False
-        self._write_closed = False
-
-    def connectionMade(self) -> None:
-        fastwrite.large_reads(self.transport)
-        fastwrite.no_delay(self.transport)
-        self.stream = self._stream_for_connection(self)
-        if self.stream is None:
-            self.transport.loseConnection()
-            return
-        self.stream.attach(self.transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.stream is not None:
-            self.stream.local_data(data)
-
-    def readConnectionLost(self) -> None:
-        self._read_closed = True
-        if self.stream is not None:
-            self.stream.local_eof()
-        self._maybe_done()
-
-    def writeConnectionLost(self) -> None:
-        self._write_closed = True  # we half-closed on the peer's EOF; reading may go on
-        self._maybe_done()
-
-    def _maybe_done(self) -> None:
-        # Twisted does not end a connection whose halves were closed separately.
-        if self._read_closed and self._write_closed:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = None) -> None:
-        if self.stream is not None:
-            self.stream.local_lost(reason)

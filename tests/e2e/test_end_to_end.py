@@ -179,7 +179,7 @@ async def test_slow_reader_pauses_the_far_writer(relay, monkeypatch):
 
     def watch(self: Stream) -> None:
         original(self)
-        if self.host is relay.sink_node and self.transport is not None:
+        if self.host is relay.sink_node and self.protocol is not None:
             outstanding.append(self.sent - self._peer_consumed)
             if self._reading_paused and not paused.called:
                 paused.callback(self.sent)

@@ -14,6 +14,7 @@ from socketeer.ops.snapshot import take_snapshot
 from socketeer.ops.status import report
 from socketeer.tunnel.node import Node
 from socketeer.tunnel.reasons import OpenFailure
+from socketeer.tunnel.relay import SocketRelay
 from socketeer.wire.envelope import Envelope, MsgType
 
 from support.relay import Link
@@ -35,9 +36,9 @@ def busy_node(clock: Clock) -> Node:
     link.broker = "127.0.0.1:61613"
     node.channel_ready(link)
     stream = node.open_stream("si", "example.org", 80, client="127.0.0.1:4000")
-    stream.attach(StringTransport())
+    SocketRelay(lambda relay: stream).makeConnection(StringTransport())
     node.envelope_received(Envelope(MsgType.OPEN_OK, "c", "si", "so", stream.resource, 0, 0, "p1"))
-    stream.local_data(b"x" * 10)
+    stream.write(b"x" * 10)
     clock.advance(2)
     node.stats.denied["blacklist b"] += 2
     node.stats.open_failed[OpenFailure.REFUSED] += 1

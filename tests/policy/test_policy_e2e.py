@@ -26,7 +26,7 @@ from socketeer.config.load import parse_config
 from socketeer.passwords import Authenticator
 from socketeer.policy import PolicyRef
 from socketeer.secret import Secret
-from socketeer.sink.connect import system_address_resolver
+from socketeer.sink.resolve import SystemResolver
 from socketeer.source.forward import FixedForwardFactory
 from socketeer.source.proxy import ProxyFactory, ProxySettings
 from socketeer.tunnel.reasons import OpenFailure
@@ -77,7 +77,7 @@ def policy(props: str, node: str = "so") -> PolicyRef:
 
 def sink_policy(relay, props: str) -> None:
     relay.sink.policy = policy(props, "si")
-    relay.sink.address_resolver = system_address_resolver(reactor)
+    relay.sink.address_resolver = SystemResolver(reactor).addresses
 
 
 # -- a target that records what reaches it -------------------------------------------------------

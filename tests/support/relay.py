@@ -15,7 +15,8 @@ from socketeer.broker.router import Router
 from socketeer.channel.client import ChannelService
 from socketeer.channel.endpoints import client_endpoint
 from socketeer.channel.url import parse_channel_url
-from socketeer.sink.connect import Sink, system_resolver
+from socketeer.sink.connect import Sink
+from socketeer.sink.resolve import SystemResolver
 from socketeer.source.forward import FixedForwardFactory
 from socketeer.tunnel.node import Node
 from socketeer.wire.envelope import Envelope, MsgType, from_frame
@@ -95,7 +96,7 @@ class Relay:
             endpoint_for,
             reactor,
             connect_timeout=5,
-            resolver=system_resolver(reactor),
+            resolver=SystemResolver(reactor).resolve,
         )
         for node in (self.sink_node, self.source_node):
             svc = ChannelService(node, spec, client_endpoint(reactor, spec), reactor)

@@ -8,6 +8,7 @@ from twisted.logger import Logger
 
 from socketeer.tunnel.node import Node
 from socketeer.tunnel.reasons import OpenFailure
+from socketeer.tunnel.relay import SocketRelay
 from socketeer.tunnel.snapshot import ChannelState
 from socketeer.tunnel.stream import Phase
 from socketeer.wire.envelope import Envelope, MsgType, encode_params
@@ -54,7 +55,7 @@ def from_peer(kind: MsgType, resource: str, seq: int = 0, body: bytes = b"", inc
 def open_one(node: Node, link: Link):
     stream = node.open_stream("si", "example.org", 80)
     transport = StringTransport()
-    stream.attach(transport)
+    SocketRelay(lambda relay: stream).makeConnection(transport)
     node.envelope_received(from_peer(MsgType.OPEN_OK, stream.resource))
     return stream, transport
 
@@ -62,7 +63,7 @@ def open_one(node: Node, link: Link):
 def test_streams_survive_a_channel_loss_and_resend_on_reconnect():
     node, clock, link = make_node()
     stream, transport = open_one(node, link)
-    stream.local_data(b"before")
+    stream.write(b"before")
     node.channel_lost()
     assert transport.producerState == "paused"  # the client is not read meanwhile
     assert stream.phase is Phase.OPEN
@@ -152,7 +153,7 @@ def test_snapshot_shows_channel_peers_streams_and_counters():
     link.broker = "broker.example:61613"
     clock.advance(10)
     stream, _ = open_one(node, link)
-    stream.local_data(b"12345")
+    stream.write(b"12345")
     clock.advance(1)
     node.ping("si")
     (ping,) = [e for e in link.sent if e.type is MsgType.PING]
@@ -187,7 +188,7 @@ def test_snapshot_shows_channel_peers_streams_and_counters():
 def test_stream_end_is_counted_as_closed_or_failed_by_reason():
     node, clock, link = make_node()
     stream, _ = open_one(node, link)
-    stream.local_data(b"abc")
+    stream.write(b"abc")
     node.envelope_received(from_peer(MsgType.CLOSE, stream.resource, seq=1))
     failing = node.open_stream("si", "example.org", 81)
     node.envelope_received(

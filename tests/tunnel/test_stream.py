@@ -1,59 +1,29 @@
-"""Stream state, ordering and flow control, driven with fakes and StringTransport."""
+"""Stream state, ordering and flow control, driven with fakes and StringTransport, through
+the relay that joins it to a local socket."""
 
 from __future__ import annotations
 
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-
 from socketeer.tunnel.reasons import OpenFailure
+from socketeer.tunnel.relay import SocketRelay
 from socketeer.tunnel.stream import Phase, Stream
-from socketeer.wire.envelope import Envelope, MsgType, decode_params, encode_params
+from socketeer.wire.envelope import MsgType, decode_params, encode_params
 
-
-class FakeHost:
-    channel_paused = False
-
-    def __init__(self) -> None:
-        self.clock = Clock()
-        self.sent: list[tuple[MsgType, int, bytes]] = []
-        self.done: list[Stream] = []
-
-    def send_stream_message(self, stream, kind, seq, body=b""):
-        self.sent.append((kind, seq, body))
-
-    def stream_done(self, stream):
-        self.done.append(stream)
-
-    def seconds(self):
-        return self.clock.seconds()
-
-
-class HalfCloseTransport(StringTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.write_closed = False
-
-    def loseWriteConnection(self) -> None:
-        self.write_closed = True
-
-
-def env(kind: MsgType, seq: int, body: bytes = b"") -> Envelope:
-    return Envelope(kind, "c", "peer", "me", "r1", seq, 0, "inc", body)
+from support.streams import FakeHost, HalfCloseTransport, env
 
 
 def make(window: int = 1000, rx_seq: int = 0):
     host = FakeHost()
     stream = Stream(host, "peer", "r1", window, rx_seq=rx_seq)
     transport = HalfCloseTransport()
-    stream.attach(transport)
+    SocketRelay(lambda relay: stream).makeConnection(transport)
     return host, stream, transport
 
 
 def test_sender_pauses_at_the_window_and_resumes_on_ack():
     host, stream, transport = make(window=1000)
-    stream.local_data(b"x" * 600)
+    stream.write(b"x" * 600)
     assert transport.producerState == "producing"
-    stream.local_data(b"x" * 400)
+    stream.write(b"x" * 400)
     assert transport.producerState == "paused"
     assert [k for k, _, _ in host.sent] == [MsgType.DATA, MsgType.DATA]
     stream.receive(env(MsgType.ACK, 0, encode_params({"n": 500})))
@@ -62,9 +32,9 @@ def test_sender_pauses_at_the_window_and_resumes_on_ack():
 
 def test_ack_beyond_what_was_sent_is_clamped():
     host, stream, transport = make(window=1000)
-    stream.local_data(b"x" * 1000)
+    stream.write(b"x" * 1000)
     stream.receive(env(MsgType.ACK, 0, encode_params({"n": 10**9})))
-    stream.local_data(b"x" * 1000)
+    stream.write(b"x" * 1000)
     assert transport.producerState == "paused"
 
 
@@ -103,7 +73,7 @@ def test_eof_half_closes_and_close_finishes():
     stream.receive(env(MsgType.EOF, 1))
     assert transport.write_closed
     assert stream.phase is not Phase.CLOSED
-    stream.local_data(b"reply")  # the other direction still flows
+    stream.write(b"reply")  # the other direction still flows
     assert host.sent[-1][:2] == (MsgType.DATA, 0)
     stream.receive(env(MsgType.CLOSE, 2))
     assert stream.phase is Phase.CLOSED
@@ -113,10 +83,10 @@ def test_eof_half_closes_and_close_finishes():
 
 def test_local_eof_and_loss_are_sent_once():
     host, stream, transport = make()
-    stream.local_eof()
-    stream.local_eof()
-    stream.local_lost()
-    stream.local_lost()
+    stream.loseWriteConnection()
+    stream.loseWriteConnection()
+    stream.loseConnection()
+    stream.loseConnection()
     assert [(k, s) for k, s, _ in host.sent] == [(MsgType.EOF, 0), (MsgType.CLOSE, 1)]
 
 
@@ -126,7 +96,7 @@ def test_messages_before_attach_wait_for_the_socket():
     stream.receive(env(MsgType.DATA, 1, b"early"))
     stream.receive(env(MsgType.EOF, 2))
     transport = HalfCloseTransport()
-    stream.attach(transport)
+    SocketRelay(lambda relay: stream).makeConnection(transport)
     assert transport.value() == b"early"
     assert transport.write_closed
 
@@ -176,9 +146,9 @@ def test_channel_congestion_pauses_reading():
 
 def test_unacknowledged_messages_are_kept_and_trimmed_by_ack():
     host, stream, transport = make(window=10_000)
-    stream.local_data(b"a" * 100)
-    stream.local_data(b"b" * 100)
-    stream.local_eof()
+    stream.write(b"a" * 100)
+    stream.write(b"b" * 100)
+    stream.loseWriteConnection()
     assert stream.unacknowledged == 3
     stream.receive(env(MsgType.ACK, 0, encode_params({"n": 100, "s": 1})))
     assert stream.unacknowledged == 2
@@ -189,8 +159,8 @@ def test_unacknowledged_messages_are_kept_and_trimmed_by_ack():
 def test_resync_resends_the_outbox_and_asks_for_the_peers():
     host, stream, transport = make(window=10_000)
     stream.receive(env(MsgType.DATA, 0, b"in"))
-    stream.local_data(b"out-1")
-    stream.local_data(b"out-2")
+    stream.write(b"out-1")
+    stream.write(b"out-2")
     host.sent.clear()
     stream.resync()
     kinds = [(k, seq, b) for k, seq, b in host.sent]
@@ -202,7 +172,7 @@ def test_resync_resends_the_outbox_and_asks_for_the_peers():
 
 def test_resync_request_from_peer_retransmits():
     host, stream, transport = make(window=10_000)
-    stream.local_data(b"lost")
+    stream.write(b"lost")
     host.sent.clear()
     stream.receive(env(MsgType.ACK, 0, encode_params({"n": 0, "s": 0, "r": 1})))
     assert host.sent[0] == (MsgType.DATA, 0, b"lost")
@@ -248,7 +218,7 @@ def test_large_local_writes_are_split_into_bounded_messages():
 
     host, stream, transport = make(window=10 * MAX_DATA_MESSAGE)
     data = bytes(range(256)) * (MAX_DATA_MESSAGE // 100)
-    stream.local_data(data)
+    stream.write(data)
     bodies = [b for k, _, b in host.sent if k is MsgType.DATA]
     assert len(bodies) == -(-len(data) // MAX_DATA_MESSAGE)
     assert all(len(b) <= MAX_DATA_MESSAGE for b in bodies)

@@ -1,0 +1,168 @@
+"""SOCKS4, 4a and 5 on the proxy port: the handshake, remote resolution, and the reply.
+
+``SocksHandler`` feeds ``wire.socks.SocksServer``; a CONNECT opens a stream through the
+connection's policy-checked open, and the reply carries the sink's real outcome: the bound
+address, or the reason's code (``SOCKS5_REPLY``). RESOLVE and RESOLVE_PTR (Tor's
+extensions) are answered by the sink's resolver.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from socketeer.source.handler import Handler, ProxyConnection
+from socketeer.tunnel.reasons import OpenFailure
+from socketeer.tunnel.resolve import ResolveError
+from socketeer.tunnel.stream import Stream
+from socketeer.wire import socks
+
+#: SOCKS5 (RFC 1928) reply codes per reason (SOCKS4 has one: rejected).
+SOCKS5_REPLY = {
+    OpenFailure.REFUSED: 0x05,
+    OpenFailure.HOST_UNREACHABLE: 0x04,
+    OpenFailure.NAME_NOT_FOUND: 0x04,
+    OpenFailure.NETWORK_UNREACHABLE: 0x03,
+    OpenFailure.TIMEOUT: 0x06,
+    OpenFailure.DENIED: 0x02,
+    OpenFailure.NO_SINK: 0x01,
+    OpenFailure.CHANNEL_LOST: 0x01,
+    OpenFailure.ERROR: 0x01,
+}
+
+
+class SocksHandler(Handler):
+    """SOCKS4/4a/5 on a proxy connection, over ``wire.socks.SocksServer``."""
+
+    log = Logger()
+
+    def __init__(self, proto: ProxyConnection) -> None:
+        self.proto = proto
+        settings = proto.settings
+        self.server = socks.SocksServer(
+            socks4=settings.socks4,
+            socks5=settings.socks5,
+            # A client the access list refuses is not asked for a password: it gets 0x02.
+            require_auth=settings.authenticator is not None and proto.admitted,
+        )
+        self.request: socks.Request | None = None
+
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        server.receive_data(data)
+        if self.request is not None:
+            return  # bytes behind the request wait in trailing_data()
+        try:
+            while (event := server.next_event()) is not None:
+                if isinstance(event, socks.NeedsAuth):
+                    self._authenticate(event)
+                else:
+                    self.request = event
+                    break
+        except socks.SocksError as e:
+            self.log.info(
+                "refused SOCKS from {client}: {problem}", client=self.proto.client, problem=str(e)
+            )
+            self.proto.transport.write(e.reply)
+            self.proto.close()
+            return
+        out = server.data_to_send()
+        if out:
+            self.proto.transport.write(out)
+        if self.request is not None:
+            self._handle(self.request)
+
+    def _authenticate(self, event: socks.NeedsAuth) -> None:
+        authenticator = self.proto.settings.authenticator
+        ok = authenticator is not None and authenticator.check(event.username, event.password)
+        if not ok:
+            self.log.info(
+                "SOCKS5 authentication failed for user {user!r} from {client}",
+                user=event.username,
+                client=self.proto.client,
+            )
+        self.server.auth_result(ok)
+
+    def _fail_code(self, reason: OpenFailure) -> int:
+        if self.server.version == 4:
+            return socks.SOCKS4_REJECTED
+        return SOCKS5_REPLY[reason]
+
+    def _refuse(self, code: int, why: str) -> None:
+        request = self.request
+        self.log.info(
+            "refused SOCKS{v} {cmd} {host}:{port} from {client}: {why}",
+            v=self.server.version,
+            cmd=request.command.name if request else "?",
+            host=request.host if request else "",
+            port=request.port if request else 0,
+            client=self.proto.client,
+            why=why,
+        )
+        self.proto.transport.write(self.server.reply(code))
+        self.proto.close()
+
+    def _handle(self, request: socks.Request) -> None:
+        command = request.command
+        v4 = self.server.version == 4
+        refusal = self.proto.client_refusal()
+        if refusal is not None:
+            self._refuse(socks.SOCKS4_REJECTED if v4 else SOCKS5_REPLY[OpenFailure.DENIED], refusal)
+            return
+        if command in (socks.Command.RESOLVE, socks.Command.RESOLVE_PTR):
+            self._resolve(request)
+            return
+        if command is not socks.Command.CONNECT:
+            code = socks.SOCKS4_REJECTED if v4 else socks.Socks5Reply.COMMAND_NOT_SUPPORTED
+            self._refuse(code, "command not supported")
+            return
+        if request.port == 0:
+            code = socks.SOCKS4_REJECTED if v4 else socks.Socks5Reply.GENERAL_FAILURE
+            self._refuse(code, "port 0")
+            return
+        self.proto.open_stream(request.host, request.port, self._opened, self._open_failed)
+
+    def _opened(self, stream: Stream, params: dict[str, str]) -> None:
+        if self.proto.closed:
+            stream.loseConnection()
+            return
+        code = socks.SOCKS4_GRANTED if self.server.version == 4 else socks.Socks5Reply.SUCCEEDED
+        try:
+            bound_port = int(params.get("port", "0"))
+        except ValueError:
+            bound_port = 0
+        self.proto.transport.write(
+            self.server.reply(code, params.get("host", "0.0.0.0"), bound_port)
+        )
+        self.proto.start_relay(stream, self.server.trailing_data())
+
+    def _open_failed(self, stream: Stream, reason: OpenFailure, message: str) -> None:
+        if not self.proto.closed:
+            self.proto.transport.write(self.server.reply(self._fail_code(reason)))
+            self.proto.close()
+
+    def _resolve(self, request: socks.Request) -> None:
+        proto = self.proto
+        proto.cancel_timer()
+        reverse = request.command is socks.Command.RESOLVE_PTR
+        d = proto.node.resolve(
+            proto.settings.peer, request.host, reverse=reverse, timeout=proto.settings.open_timeout
+        )
+
+        def answered(address: str) -> None:
+            if not proto.closed:
+                ok = socks.SOCKS4_GRANTED if self.server.version == 4 else 0
+                try:
+                    reply = self.server.reply(ok, address, 0)
+                except ValueError:  # a name SOCKS cannot carry (over 255 bytes, not ASCII)
+                    reply = self.server.reply(self._fail_code(OpenFailure.ERROR))
+                proto.transport.write(reply)
+                proto.close()
+
+        def failed(failure: Failure) -> None:
+            failure.trap(ResolveError)
+            if not proto.closed:
+                proto.transport.write(self.server.reply(self._fail_code(failure.value.reason)))
+                proto.close()
+
+        d.addCallbacks(answered, failed)
