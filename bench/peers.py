@@ -501,8 +501,12 @@ class Socketeer(Peer):
 
 
 def seal_available(code: Path) -> bool:
-    """Whether the code under test seals messages with a codekey: ``socketeer.wire.seal`` exists
-    and the service tree uses it (so ``codekey=`` in a channel URL is not silently ignored)."""
-    seal = code / "socketeer" / "seal.py"
-    tap = code / "socketeer" / "tap.py"
-    return seal.exists() and tap.exists() and "seal" in tap.read_text()
+    """Whether the code under test seals messages with a codekey: a seal module exists and the
+    service tree uses it (so ``codekey=`` in a channel URL is not silently ignored). Both
+    layouts count: role packages (``wire/seal.py``, ``app.py``) and the older flat one."""
+    pkg = code / "socketeer"
+    seal = [pkg / "wire" / "seal.py", pkg / "seal.py"]
+    tree = [pkg / "app.py", pkg / "tap.py"]
+    return any(p.exists() for p in seal) and any(
+        p.exists() and "seal" in p.read_text() for p in tree
+    )

@@ -18,7 +18,8 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
 def short_file(path: str) -> str:
     """``.../site-packages/twisted/internet/tcp.py`` -> ``twisted/internet/tcp.py``,
-    ``.../code/socketeer/node.py`` -> ``socketeer/node.py``, stdlib -> ``asyncio/events.py``."""
+    ``.../code/socketeer/tunnel/node.py`` -> ``socketeer/tunnel/node.py``,
+    stdlib -> ``asyncio/events.py``."""
     if "site-packages/" in path:
         return path.split("site-packages/", 1)[1]
     parts = path.split("/")
@@ -66,7 +67,7 @@ def parse_collapsed(lines, thread: str | None = "MainThread") -> list[tuple[list
 #: Inclusive time of these areas (a sample counts if any frame is in one of the files).
 AREAS = {
     "logging (twisted.logger, log files)": ("twisted/logger/", "twisted/python/logfile.py"),
-    "sealing (socketeer/seal.py)": ("socketeer/seal.py",),
+    "sealing (wire/seal.py)": ("socketeer/wire/seal.py", "socketeer/seal.py"),
     "STOMP framing (wire/stompframing.py)": ("socketeer/wire/stompframing.py",),
     "envelope (wire/envelope.py)": ("socketeer/wire/envelope.py",),
 }

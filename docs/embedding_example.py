@@ -29,11 +29,11 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
+from socketeer.app import build_service
 from socketeer.broker.protocol import BrokerFactory
 from socketeer.broker.router import Router
 from socketeer.config.load import parse_config
 from socketeer.source.forward import FixedForwardFactory
-from socketeer.tap import build_service
 
 CONFIG = """
 # The sink: it opens the connections the sources ask for.

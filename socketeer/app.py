@@ -1,22 +1,18 @@
-"""``twistd socketeer``: command-line options and the service tree built from a properties file.
+"""The service tree: broker, channels, sources, sinks and the status server from a Config.
 
-``makeService`` is the only place that touches the global reactor; ``build_service`` takes
-the reactor as an argument so tests (and embedding applications) can pass their own.
+``build_service`` takes the reactor as an argument, so tests and embedding applications pass
+their own; :mod:`socketeer.tap` (twistd) adds what only a process of its own wants.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 from dataclasses import replace
 
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.service import MultiService
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.logger import Logger
-from twisted.python import usage
 
-from socketeer import __version__
 from socketeer.addresses import ip_version
 from socketeer.broker.listeners import broker_service, broker_tls_service
 from socketeer.broker.protocol import BrokerFactory
@@ -26,8 +22,6 @@ from socketeer.channel.endpoints import client_endpoint
 from socketeer.config.channels import channel_is_protected
 from socketeer.config.load import load_config
 from socketeer.config.model import Config, ConfigError, SourceSinkConfig
-from socketeer.ops.memtune import tune_malloc
-from socketeer.ops.services import add_operations, add_readiness
 from socketeer.policy import EMPTY_POLICY, PolicyRef
 from socketeer.sink.connect import Sink
 from socketeer.sink.resolve import SystemResolver
@@ -37,32 +31,7 @@ from socketeer.tunnel.node import Node
 from socketeer.wire.seal import Sealer, sealer_for
 from socketeer.wire.stompframing import StompLimits
 
-log = Logger(namespace="socketeer.tap")
-
-
-class Options(usage.Options):
-    synopsis = "-c FILE"
-    longdesc = (
-        "Run Socketeer nodes (sources, sinks) and optionally the embedded STOMP broker, as "
-        "described by a Java .properties file (see etc/socketeer.properties)."
-    )
-    optParameters = [
-        ["config", "c", None, "The socketeer.properties file to run (required)."],
-    ]
-
-    def opt_version(self) -> None:
-        """Print the Socketeer version and exit."""
-        print(f"socketeer {__version__}")  # noqa: T201 - usage output
-        raise SystemExit(0)
-
-    def postOptions(self) -> None:
-        path = self["config"]
-        if not path:
-            raise usage.UsageError("-c/--config FILE is required")
-        try:
-            self["parsed"] = load_config(path)
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+log = Logger(namespace="socketeer.app")
 
 
 class SocketeerService(MultiService):
@@ -257,20 +226,12 @@ def build_service(config: Config, reactor) -> SocketeerService:
                 id=ss.id,
                 url=ss.channel.redacted(),
             )
-    add_operations(root, config, reactor)  # the status server, when enabled
-    return root
+    if config.status is not None:  # the status server, after every listener it reports on
+        # Imported only when enabled: twisted.web and prometheus_client cost each relay
+        # process about 2 MiB that a node without a status server should not carry.
+        from socketeer.ops.status import StatusService
 
-
-def makeService(options: Options) -> IService:
-    from twisted.internet import reactor
-
-    tune_malloc()  # our own process: keep relayed buffers for reuse (socketeer.ops.memtune)
-    root = build_service(options["parsed"], reactor)
-    add_readiness(root)  # systemd Type=notify: READY=1 once every node is connected
-    path = os.path.abspath(options["config"])
-
-    def hangup(signum, frame) -> None:  # twistd daemons reload on SIGHUP
-        reactor.callFromThread(reload_policies, root, path)
-
-    signal.signal(signal.SIGHUP, hangup)
+        status = StatusService(root, config, reactor)
+        status.setName("status")
+        status.setServiceParent(root)
     return root

@@ -1,4 +1,4 @@
-"""The service tree twistd builds, and a clean shutdown of a live relay."""
+"""The service tree built from a Config, and a clean shutdown of a live relay."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.testing import MemoryReactorClock
-from twisted.python import usage
 
+from socketeer.app import build_service
 from socketeer.config.load import parse_config
-from socketeer.tap import Options, build_service
 
 from support.relay import Collector, connect, listen
 from support.twistd import relay_properties
@@ -41,17 +40,6 @@ def test_service_tree_of_the_default_config():
             assert svc.getServiceNamed("listener")
         assert root.nodes[ss.id].name == ss.nodename
         assert (ss.id in root.sinks) == ss.spawning_sink
-
-
-def test_options_parse_and_validate(tmp_path):
-    cfg = tmp_path / "s.properties"
-    cfg.write_text((ROOT / "etc" / "examples" / "sink.properties").read_text())
-    opts = Options()
-    opts.parseOptions(["-c", str(cfg)])
-    assert opts["config"] == str(cfg)
-    assert opts["parsed"].broker.enabled
-    with pytest.raises(usage.UsageError, match="required"):
-        Options().parseOptions([])
 
 
 def relay_config(broker: int, listen_port: int, target: int) -> str:

@@ -25,9 +25,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketeer import logs
+from socketeer.app import build_service
 from socketeer.config.load import load_config
 from socketeer.config.model import ConfigError
-from socketeer.tap import build_service
 from socketeer.tunnel.relay import SocketRelay
 from socketeer.tunnel.stream import Stream
 

@@ -7,11 +7,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
+from socketeer.app import build_service
 from socketeer.broker.users import BrokerAuth, destination_allowed
 from socketeer.config.load import parse_config
 from socketeer.config.model import ConfigError
 from socketeer.passwords import hash_password
-from socketeer.tap import build_service
 
 from support.security import LogEvents, SecureRelay, stomp_login
 

@@ -13,12 +13,12 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent
 
+from socketeer.app import build_service
 from socketeer.broker.listeners import server_options
 from socketeer.channel.url import ChannelURLError, parse_channel_url
 from socketeer.config.load import parse_config
 from socketeer.config.model import ConfigError
 from socketeer.config.tlsfiles import TLSFileError, check_key_pair, normalize_fingerprint
-from socketeer.tap import build_service
 
 from support.relay import connect, listen
 from support.security import Echo, LogEvents, SecureRelay, make_ca, make_cert

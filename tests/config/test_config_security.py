@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
+from socketeer.app import build_service
 from socketeer.config.load import parse_config
 from socketeer.config.model import ConfigError
 from socketeer.config.secretref import SecretRefError, resolve_secret
-from socketeer.tap import build_service
 
 from support.security import LogEvents
 

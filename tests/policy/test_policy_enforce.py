@@ -15,10 +15,11 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
+from socketeer.app import build_service, reload_policies
 from socketeer.config.load import parse_config
 from socketeer.policy import EMPTY_POLICY, PolicyRef
 from socketeer.sink.connect import Sink
-from socketeer.tap import Options, build_service, makeService, reload_policies
+from socketeer.tap import Options, makeService
 from socketeer.tunnel.node import Node
 from socketeer.tunnel.stream import Phase
 from socketeer.wire.envelope import Envelope, MsgType, encode_params

@@ -13,8 +13,8 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from socketeer.app import SocketeerService, build_service
 from socketeer.config.load import parse_config
-from socketeer.tap import SocketeerService, build_service
 
 from support.twistd import relay_properties
 
