@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -14,16 +13,9 @@ from twisted.python import usage
 from socketeer.config.load import parse_config
 from socketeer.tap import Options, build_service
 
-from support.relay import Collector, connect, listen
-from support.twistd import relay_properties
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import ROOT
+from support.net import Collector, connect, free_port, listen
+from support.properties import relay_properties
 
 
 def test_service_tree_of_the_default_config():
@@ -54,10 +46,6 @@ def test_options_parse_and_validate(tmp_path):
         Options().parseOptions([])
 
 
-def relay_config(broker: int, listen_port: int, target: int) -> str:
-    return relay_properties(broker, listen_port, target)
-
-
 @pytest_twisted.ensureDeferred
 async def test_stop_closes_streams_and_broker_connections():
     targets: list = []
@@ -71,7 +59,7 @@ async def test_stop_closes_streams_and_broker_connections():
 
     target = await listen(protocol.Factory.forProtocol(make), targets)
     broker, front = free_port(), free_port()
-    root = build_service(parse_config(relay_config(broker, front, target)), reactor)
+    root = build_service(parse_config(relay_properties(broker, front, target)), reactor)
     root.startService()
     try:
         await defer.gatherResults([n.when_ready() for n in root.nodes.values()])

@@ -11,7 +11,7 @@ from socketeer.config.model import ConfigError
 from socketeer.config.secretref import SecretRefError, resolve_secret
 from socketeer.tap import build_service
 
-from support.security import LogEvents
+from support.logs import LogEvents
 
 
 def sink(channel: str, **general: str) -> str:
