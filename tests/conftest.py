@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 
+from support.logs import captured_log
 from support.relay import Relay
 
 
@@ -13,3 +15,10 @@ async def relay():
     await r.start()
     yield r
     await r.stop()
+
+
+@pytest.fixture
+def logged():
+    """Every log event of the test, formatted."""
+    with captured_log() as lines:
+        yield lines

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -13,16 +12,9 @@ from twisted.internet.testing import MemoryReactorClock
 from socketeer.app import build_service
 from socketeer.config.load import parse_config
 
-from support.relay import Collector, connect, listen
-from support.twistd import relay_properties
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import ROOT
+from support.net import Collector, connect, free_port, listen
+from support.properties import relay_properties
 
 
 def test_service_tree_of_the_default_config():
@@ -42,10 +34,6 @@ def test_service_tree_of_the_default_config():
         assert (ss.id in root.sinks) == ss.spawning_sink
 
 
-def relay_config(broker: int, listen_port: int, target: int) -> str:
-    return relay_properties(broker, listen_port, target)
-
-
 @pytest_twisted.ensureDeferred
 async def test_stop_closes_streams_and_broker_connections():
     targets: list = []
@@ -59,7 +47,7 @@ async def test_stop_closes_streams_and_broker_connections():
 
     target = await listen(protocol.Factory.forProtocol(make), targets)
     broker, front = free_port(), free_port()
-    root = build_service(parse_config(relay_config(broker, front, target)), reactor)
+    root = build_service(parse_config(relay_properties(broker, front, target)), reactor)
     root.startService()
     try:
         await defer.gatherResults([n.when_ready() for n in root.nodes.values()])

@@ -15,7 +15,8 @@ from zope.interface import implementer
 
 from socketeer import fastwrite
 
-from support.relay import Collector, connect, listen
+from support.net import Collector, Echo, connect, listen, until
+from support.relay import Relay
 
 
 class Holder(protocol.Protocol):
@@ -36,16 +37,6 @@ async def _pair(ports: list) -> tuple[Holder, Collector]:
     return server, client
 
 
-async def _until(predicate, what: str, timeout: float = 10.0) -> None:
-    """Wait (by reactor turns, bounded) until ``predicate()`` holds."""
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        assert reactor.seconds() < deadline, f"timed out waiting for {what}"
-        d: defer.Deferred = defer.Deferred()
-        reactor.callLater(0.01, d.callback, None)
-        await d
-
-
 async def _close(ports: list, *transports) -> None:
     for t in transports:
         t.loseConnection()
@@ -61,7 +52,7 @@ async def test_an_idle_transport_sends_at_once_without_buffering():
     assert not server.transport.dataBuffer and not server.transport._tempDataBuffer
     fastwrite.write_sequence(server.transport, (b" ", b"wor", b"ld"))
     assert not server.transport.dataBuffer and not server.transport._tempDataBuffer
-    await _until(lambda: bytes(client.data) == b"hello world", "the bytes")
+    await until(lambda: bytes(client.data) == b"hello world", "the bytes")
     await _close(ports, server.transport, client.transport)
 
 
@@ -73,7 +64,7 @@ async def test_queued_bytes_keep_their_order():
     assert server.transport._tempDataBuffer or server.transport.dataBuffer
     fastwrite.write(server.transport, b"second ")
     fastwrite.write_sequence(server.transport, (b"third", b"."))
-    await _until(lambda: bytes(client.data) == b"first second third.", "ordered bytes")
+    await until(lambda: bytes(client.data) == b"first second third.", "ordered bytes")
     await _close(ports, server.transport, client.transport)
 
 
@@ -109,9 +100,9 @@ async def test_a_full_socket_queues_the_rest_and_pauses_the_producer():
     assert server.transport.dataBuffer or server.transport._tempDataBuffer
     assert producer.paused >= 1
     client.transport.resumeProducing()
-    await _until(lambda: len(client.data) >= len(data), "all bytes")
+    await until(lambda: len(client.data) >= len(data), "all bytes")
     assert hashlib.sha256(client.data).digest() == hashlib.sha256(data).digest()
-    await _until(lambda: producer.resumed >= 1, "the producer to resume")
+    await until(lambda: producer.resumed >= 1, "the producer to resume")
     server.transport.unregisterProducer()
     await _close(ports, server.transport, client.transport)
 
@@ -156,8 +147,6 @@ async def test_no_delay_turns_nagle_off():
 async def test_every_relay_socket_is_tuned():
     """Broker, channel, and both local sockets of a stream: small messages leave at once
     (no Nagle), and a whole data message is read at once."""
-    from support.relay import Echo, Relay
-
     relay = Relay()
     await relay.start()
     ports: list = []
@@ -166,7 +155,7 @@ async def test_every_relay_socket_is_tuned():
         front = await relay.forward(target)
         client = await connect(front)
         client.transport.write(b"ping")
-        await _until(lambda: bytes(client.data) == b"ping", "the echo")
+        await until(lambda: bytes(client.data) == b"ping", "the echo")
         transports = [c.transport for c in relay.broker_factory.connections]
         for node in (relay.sink_node, relay.source_node):  # the outbound and accepted sockets
             transports.append(next(iter(node.streams.values())).protocol.socket)

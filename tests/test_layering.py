@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
+
 PACKAGE = ROOT / "socketeer"
 
 #: Modules that must import no Twisted, directly or through other Socketeer modules.

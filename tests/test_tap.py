@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from twisted.python import usage
 
 from socketeer.tap import Options, makeService
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 
 
 def test_options_parse_and_validate(tmp_path):

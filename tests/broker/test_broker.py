@@ -30,6 +30,8 @@ from socketeer.wire.stompframing import (
     encode_frame,
 )
 
+from support.net import until
+
 TIMEOUT = 15.0
 
 # -- helpers -----------------------------------------------------------------
@@ -709,13 +711,6 @@ def within(d: defer.Deferred, seconds: float = TIMEOUT) -> defer.Deferred:
 
 async def turn(delay: float = 0.001) -> None:
     await task.deferLater(reactor, delay, lambda: None)
-
-
-async def until(predicate, seconds: float = TIMEOUT) -> None:
-    deadline = reactor.seconds() + seconds
-    while not predicate():
-        assert reactor.seconds() < deadline, "condition not met in time"
-        await turn()
 
 
 class Broker:

@@ -13,7 +13,8 @@ from socketeer.config.load import parse_config
 from socketeer.config.model import ConfigError
 from socketeer.passwords import hash_password
 
-from support.security import LogEvents, SecureRelay, stomp_login
+from support.logs import LogEvents
+from support.security import SecureRelay, stomp_login
 
 HASHED = hash_password("s3cret-pass", iterations=1000)
 USERS = {"alice": "plain-pass", "bob": HASHED, "c1": "c1-pass", "c2": "c2-pass"}

@@ -5,7 +5,6 @@ no plain-TCP fallback; the broker's TLS listener and ``requireencryption`` from 
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import pytest_twisted
@@ -20,8 +19,10 @@ from socketeer.config.load import parse_config
 from socketeer.config.model import ConfigError
 from socketeer.config.tlsfiles import TLSFileError, check_key_pair, normalize_fingerprint
 
-from support.relay import connect, listen
-from support.security import Echo, LogEvents, SecureRelay, make_ca, make_cert
+from support.logs import LogEvents
+from support.net import Echo, connect, free_port, listen
+from support.properties import Properties
+from support.security import SecureRelay, make_ca, make_cert
 
 
 @pytest.fixture(scope="module")
@@ -277,22 +278,16 @@ def test_tls_files_are_checked(pki, tmp_path):
 # -- configuration: the broker's TLS listener, channels, requireencryption ----------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def broker_props(pki, **extra: str) -> str:
     lines = {
-        "socketeer.general.messagingserverenabled": "true",
-        "socketeer.general.messagingserverport": "none",
-        "socketeer.general.messagingserversslport": "tcp:0",
-        "socketeer.general.messagingserversslcert": str(pki["server"].cert_path),
-        "socketeer.general.messagingserversslkey": str(pki["server"].key_path),
+        "messagingserverenabled": "true",
+        "messagingserverport": "none",
+        "messagingserversslport": "tcp:0",
+        "messagingserversslcert": str(pki["server"].cert_path),
+        "messagingserversslkey": str(pki["server"].key_path),
     }
-    lines.update({f"socketeer.general.{k}": v for k, v in extra.items()})
-    return "".join(f"{k}={v}\n" for k, v in lines.items() if v is not None)
+    lines.update(extra)
+    return str(Properties().general(**lines))
 
 
 def test_broker_tls_listener_config(pki):
@@ -385,19 +380,8 @@ async def test_tls_only_broker_and_sealed_channels_from_properties(pki):
     targets: list = []
     target = await listen(protocol.Factory.forProtocol(Echo), targets)
     channel = f"stomp+ssl://localhost:{broker}/t?cafile={pki['ca'].cert_path}&codekey=k"
-    text = broker_props(pki, messagingserversslport=str(broker), requireencryption="true") + (
-        "socketeer.sourcesink.si.clustername=c\n"
-        "socketeer.sourcesink.si.nodename=si\n"
-        f"socketeer.sourcesink.si.channel={channel}\n"
-        "socketeer.sourcesink.si.isSpawningAndResolvingSink=true\n"
-        "socketeer.sourcesink.so.clustername=c\n"
-        "socketeer.sourcesink.so.nodename=so\n"
-        f"socketeer.sourcesink.so.channel={channel}\n"
-        f"socketeer.sourcesink.so.serverport={front}\n"
-        "socketeer.sourcesink.so.peernode=si\n"
-        "socketeer.sourcesink.so.fixedHost=127.0.0.1\n"
-        f"socketeer.sourcesink.so.fixedPort={target}\n"
-    )
+    text = broker_props(pki, messagingserversslport=str(broker), requireencryption="true")
+    text += str(Properties().sink("si", channel).forward("so", channel, front, target))
     config = parse_config(text)
     warnings = LogEvents(lambda e: "not encrypted" in e.get("log_format", ""))
     root = build_service(config, reactor)

@@ -6,7 +6,7 @@ import io
 
 from socketeer.cli.main import main
 
-from support.twistd import ROOT
+from support import ROOT
 
 
 def check(*args: str) -> tuple[str, str, int]:

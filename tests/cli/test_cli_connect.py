@@ -11,10 +11,12 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
+from support import ROOT
 from support.cli import SOCKETEER, Child, run
-from support.ops import echo_server, free_port
-from support.relay import Relay, listen
-from support.twistd import ROOT, child_env
+from support.net import echo_server, free_port, listen
+from support.properties import Properties, channel_url
+from support.relay import Relay
+from support.twistd import child_env
 
 
 @implementer(IHalfCloseableProtocol)
@@ -89,16 +91,9 @@ async def test_connect_stdout_ends_at_eof_and_the_command_at_close(relay, tmp_pa
 
 def connect_config(tmp_path: Path, relay: Relay, name: str = "cli") -> Path:
     cfg = tmp_path / "client.properties"
-    cfg.write_text(
-        "# only a source: socketeer connect starts neither a broker nor this listener\n"
-        f"socketeer.sourcesink.{name}.clustername=c\n"
-        f"socketeer.sourcesink.{name}.nodename={name}\n"
-        f"socketeer.sourcesink.{name}.channel=stomp://127.0.0.1:{relay.broker_port}/testtopic\n"
-        f"socketeer.sourcesink.{name}.serverport={free_port()}\n"
-        f"socketeer.sourcesink.{name}.peernode=si\n"
-        f"socketeer.sourcesink.{name}.fixedHost=127.0.0.1\n"
-        f"socketeer.sourcesink.{name}.fixedPort=9\n"
-    )
+    url = channel_url(relay.broker_port, "testtopic")
+    comment = "# only a source: socketeer connect starts neither a broker nor this listener"
+    cfg.write_text(str(Properties().add(comment).forward(name, url, free_port(), 9)))
     return cfg
 
 

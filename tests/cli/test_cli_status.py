@@ -10,8 +10,9 @@ import pytest_twisted
 from socketeer.cli.status import render_status
 
 from support.cli import run
-from support.ops import echo_server, free_port, relay_config, start_service, until
-from support.relay import connect
+from support.net import connect, echo_server, free_port, until
+from support.ops import start_service
+from support.properties import relay_properties
 
 
 @pytest_twisted.ensureDeferred
@@ -19,7 +20,9 @@ async def test_status_command_shows_nodes_peers_and_streams(tmp_path):
     ports: list = []
     echo = await echo_server(ports)
     broker, status, forward = free_port(), free_port(), free_port()
-    text = relay_config(broker, status, forward, echo, "socketeer.general.statusserveruser.ops=pw")
+    text = relay_properties(
+        broker, forward, echo, "socketeer.general.statusserveruser.ops=pw", status=status
+    )
     cfg = tmp_path / "site.properties"
     cfg.write_text(text)
     root = await start_service(text, str(cfg))

@@ -11,7 +11,7 @@ from socketeer.config.load import parse_config
 from socketeer.config.model import ConfigError
 from socketeer.config.secretref import SecretRefError, resolve_secret
 
-from support.security import LogEvents
+from support.logs import LogEvents
 
 
 def sink(channel: str, **general: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest_twisted
 from twisted.internet import defer, protocol
@@ -11,9 +10,8 @@ from twisted.internet import defer, protocol
 from socketeer.tunnel.reasons import OpenFailure
 from socketeer.tunnel.stream import MAX_DATA_MESSAGE, Stream
 
-from support.relay import Collector, DigestServer, Echo, connect, listen, sha256
-
-MiB = 1024 * 1024
+from support.net import Collector, Digest, Echo, MiB, connect, free_port, listen, sha256
+from support.relay import check_concurrent_streams
 
 
 class Sender(protocol.Protocol):
@@ -55,7 +53,7 @@ async def test_echo_round_trip(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_upload_16mib_with_half_close(relay):
-    target = await listen(protocol.Factory.forProtocol(DigestServer), relay.ports)
+    target = await listen(protocol.Factory.forProtocol(Digest), relay.ports)
     port = await relay.forward(target)
     payload = os.urandom(16 * MiB)
     client = await connect(port)
@@ -99,16 +97,9 @@ async def test_server_speaks_first(relay):
     assert await with_timeout(client.lost) == b"220 hello from the target\r\nQUIT"
 
 
-def unused_port() -> int:
-    """A loopback port with nothing listening on it (bound, read, released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest_twisted.ensureDeferred
 async def test_target_refusing_closes_client(relay):
-    port = await relay.forward(unused_port())
+    port = await relay.forward(free_port())
     client = await connect(port)
     client.transport.write(b"anyone there?")
     assert await with_timeout(client.eof) == b""  # closed without a byte
@@ -130,16 +121,8 @@ async def test_target_closing_early(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_fifty_concurrent_streams(relay):
-    target = await listen(protocol.Factory.forProtocol(DigestServer), relay.ports)
-    port = await relay.forward(target)
     payloads = [os.urandom(64 * 1024 + i) for i in range(50)]
-    clients = await defer.gatherResults([defer.ensureDeferred(connect(port)) for _ in payloads])
-    for client, payload in zip(clients, payloads, strict=True):
-        client.transport.write(payload)
-        client.transport.loseWriteConnection()
-    answers = await with_timeout(defer.gatherResults([c.lost for c in clients]), 60)
-    for answer, payload in zip(answers, payloads, strict=True):
-        assert answer.decode() == f"{len(payload)} {sha256(payload)}"
+    await check_concurrent_streams(relay, payloads, 60)
     assert not relay.source_node.streams
     assert not relay.sink_node.streams
 

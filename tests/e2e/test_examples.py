@@ -26,9 +26,10 @@ from socketeer.cli.main import main as cli_main
 from socketeer.config.keys import GENERAL_KEYS
 from socketeer.config.load import load_config
 
-from support.ops import echo_server, free_port, start_service, until
-from support.relay import connect
-from support.twistd import ROOT, child_env
+from support import ROOT
+from support.net import connect, echo_server, free_port, until
+from support.ops import start_service
+from support.twistd import child_env
 
 EXAMPLES = ROOT / "etc" / "examples"
 MARIADB = ("127.0.0.1", 3306)

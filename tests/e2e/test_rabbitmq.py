@@ -16,10 +16,10 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
-from support.relay import Bulk, Digest, DigestServer, Relay, connect, listen, sha256
+from support.net import Bulk, Digest, MiB, connect, listen, sha256
+from support.relay import Relay, check_concurrent_streams
 
 RABBIT = ("127.0.0.1", 61613)
-MiB = 1024 * 1024
 
 
 def rabbit_up() -> bool:
@@ -61,7 +61,7 @@ class Sender(protocol.Protocol):
 async def test_fixed_forward_upload_and_download_through_rabbitmq(rabbit_relay):
     relay = rabbit_relay
     up = os.urandom(16 * MiB)
-    target = await listen(protocol.Factory.forProtocol(DigestServer), relay.ports)
+    target = await listen(protocol.Factory.forProtocol(Digest), relay.ports)
     client = await connect(await relay.forward(target))
     client.transport.write(up)
     client.transport.loseWriteConnection()
@@ -80,7 +80,7 @@ async def test_fixed_forward_upload_and_download_through_rabbitmq(rabbit_relay):
 @pytest_twisted.ensureDeferred
 async def test_socks5_through_rabbitmq(rabbit_relay):
     relay = rabbit_relay
-    target = await listen(protocol.Factory.forProtocol(DigestServer), relay.ports)
+    target = await listen(protocol.Factory.forProtocol(Digest), relay.ports)
     proxy = await relay.proxy()
     client = await connect(proxy)
     payload = os.urandom(4 * MiB)
@@ -112,16 +112,8 @@ async def test_socks5_through_rabbitmq(rabbit_relay):
 @pytest_twisted.ensureDeferred
 async def test_fifty_concurrent_streams_through_rabbitmq(rabbit_relay):
     relay = rabbit_relay
-    target = await listen(protocol.Factory.forProtocol(DigestServer), relay.ports)
-    port = await relay.forward(target)
     payloads = [os.urandom(256 * 1024 + i) for i in range(50)]
-    clients = await defer.gatherResults([defer.ensureDeferred(connect(port)) for _ in payloads])
-    for client, payload in zip(clients, payloads, strict=True):
-        client.transport.write(payload)
-        client.transport.loseWriteConnection()
-    answers = await defer.gatherResults([c.lost for c in clients]).addTimeout(90, reactor)
-    for answer, payload in zip(answers, payloads, strict=True):
-        assert answer.decode() == f"{len(payload)} {sha256(payload)}"
+    await check_concurrent_streams(relay, payloads, 90)
 
 
 @pytest_twisted.ensureDeferred
@@ -133,7 +125,7 @@ async def test_clusters_on_one_rabbitmq_do_not_see_each_other():
         await relay.start()
     try:
         for relay in relays:
-            target = await listen(protocol.Factory.forProtocol(DigestServer), relay.ports)
+            target = await listen(protocol.Factory.forProtocol(Digest), relay.ports)
             payload = os.urandom(MiB)
             client = await connect(await relay.forward(target))
             client.transport.write(payload)

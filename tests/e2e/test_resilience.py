@@ -21,20 +21,17 @@ from socketeer.sink.connect import Sink
 from socketeer.source.forward import FixedForwardFactory
 from socketeer.tunnel.node import Node
 
-from support.relay import Bulk, Digest, connect, listen
-from support.twistd import free_port, start, stop
+from support.net import Bulk, Digest, MiB, connect, free_port, listen
+from support.properties import Properties, channel_url
+from support.twistd import start, stop
 
-MiB = 1024 * 1024
 SIZE = 200 * MiB
 BROKER_READY = b"BrokerFactory starting on"
 
 
 def broker_config(tmp_path: Path, port: int, name: str = "broker") -> Path:
     path = tmp_path / f"{name}.properties"
-    path.write_text(
-        "socketeer.general.messagingserverenabled=true\n"
-        f"socketeer.general.messagingserverport={port}\n"
-    )
+    path.write_text(str(Properties().broker(port)))
     return path
 
 
@@ -142,14 +139,9 @@ async def test_killed_sink_closes_the_client_within_the_grace_period(tmp_path):
     port = free_port()
     broker = start(broker_config(tmp_path, port), 1, BROKER_READY)
     sink_config = tmp_path / "sink.properties"
-    sink_config.write_text(
-        "socketeer.sourcesink.si.clustername=c\n"
-        "socketeer.sourcesink.si.nodename=si\n"
-        f"socketeer.sourcesink.si.channel=stomp://127.0.0.1:{port}/k9\n"
-        "socketeer.sourcesink.si.isSpawningAndResolvingSink=true\n"
-    )
+    sink_config.write_text(str(Properties().sink("si", channel_url(port, "k9"))))
     sink = None
-    pair = Pair(f"stomp://127.0.0.1:{port}/k9", grace=3.0, ping=1.0)
+    pair = Pair(channel_url(port, "k9"), grace=3.0, ping=1.0)
     try:
         await broker.ready.addTimeout(30, reactor)
         sink = start(sink_config, 1)

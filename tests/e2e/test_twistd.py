@@ -12,7 +12,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web import resource, server
 
-from support.twistd import ROOT, TWISTD, child_env, configure, free_port, start, stop
+from support import ROOT
+from support.net import free_port
+from support.properties import configure
+from support.twistd import TWISTD, child_env, start, stop
 
 PAGE = b"<html>hello through socketeer</html>\n" * 100
 

@@ -17,8 +17,9 @@ from socketeer.config.model import ConfigError
 from socketeer.passwords import hash_password
 from socketeer.tunnel.reasons import OpenFailure
 
-from support.ops import echo_server, free_port, http_get, relay_config, start_service, until
-from support.relay import connect
+from support.net import connect, echo_server, free_port, until
+from support.ops import http_get, start_service
+from support.properties import Properties, channel_url, relay_properties
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -44,7 +45,7 @@ async def test_status_and_metrics_follow_a_stream():
     ports: list = []
     echo = await echo_server(ports)
     broker, status, forward = free_port(), free_port(), free_port()
-    root = await start_service(relay_config(broker, status, forward, echo))
+    root = await start_service(relay_properties(broker, forward, echo, status=status))
     base = f"http://127.0.0.1:{status}"
     client = None
     try:
@@ -130,7 +131,7 @@ async def test_status_and_metrics_follow_a_stream():
 async def test_failures_denials_and_dropped_messages_are_reported():
     closed_port = free_port()  # nothing listens there: the sink's connect is refused
     broker, status, forward = free_port(), free_port(), free_port()
-    root = await start_service(relay_config(broker, status, forward, closed_port))
+    root = await start_service(relay_properties(broker, forward, closed_port, status=status))
     try:
         client = await connect(forward)
         assert await client.eof.addTimeout(20, reactor) == b""
@@ -162,11 +163,8 @@ async def test_reconnects_and_the_current_broker_of_a_failover_list():
     ports: list = []
     echo = await echo_server(ports)
     broker, status, forward, dead = free_port(), free_port(), free_port(), free_port()
-    text = relay_config(broker, status, forward, echo).replace(
-        f"channel=stomp://127.0.0.1:{broker}/t",
-        f"channel=failover:(stomp://127.0.0.1:{dead}/t,stomp://127.0.0.1:{broker}/t)"
-        "?randomize=false",
-    )
+    channel = f"failover:({channel_url(dead)},{channel_url(broker)})?randomize=false"
+    text = relay_properties(broker, forward, echo, status=status, channel=channel)
     root = await start_service(text)
     try:
         so = root.nodes["so"]
@@ -199,13 +197,15 @@ async def test_reconnects_and_the_current_broker_of_a_failover_list():
 @pytest_twisted.ensureDeferred
 async def test_basic_authentication_with_plain_and_hashed_passwords():
     status = free_port()
+    prom = hash_password("s3cret", iterations=1000)
     root = await start_service(
-        "socketeer.general.messagingserverenabled=true\n"
-        f"socketeer.general.messagingserverport={free_port()}\n"
-        "socketeer.general.statusserverenabled=true\n"
-        f"socketeer.general.statusserverport=tcp:{status}\n"
-        "socketeer.general.statusserveruser.ops=plain-secret\n"
-        f"socketeer.general.statusserveruser.prom={hash_password('s3cret', iterations=1000)}\n"
+        str(
+            Properties()
+            .broker(free_port())
+            .status(f"tcp:{status}")
+            .add("socketeer.general.statusserveruser.ops=plain-secret")
+            .add(f"socketeer.general.statusserveruser.prom={prom}")
+        )
     )
     url = f"http://127.0.0.1:{status}"
     try:
@@ -237,14 +237,7 @@ async def test_two_services_in_one_process_have_their_own_registries():
     roots = []
     try:
         for status in (a_status, b_status):
-            roots.append(
-                await start_service(
-                    "socketeer.general.messagingserverenabled=true\n"
-                    f"socketeer.general.messagingserverport={free_port()}\n"
-                    "socketeer.general.statusserverenabled=true\n"
-                    f"socketeer.general.statusserverport={status}\n"
-                )
-            )
+            roots.append(await start_service(str(Properties().broker(free_port()).status(status))))
         for status in (a_status, b_status):
             code, _, body = await http_get(f"http://127.0.0.1:{status}/metrics")
             assert code == 200

@@ -20,9 +20,10 @@ from socketeer import logs
 from socketeer.ops.systemd import ReadinessService, notify
 from socketeer.tunnel.node import ChannelLink, Node
 
-from support.ops import free_port, until
-from support.relay import connect
-from support.twistd import ROOT, TWISTD, Twistd, child_env, configure, stop
+from support import ROOT
+from support.net import connect, free_port, until
+from support.properties import configure
+from support.twistd import child_env, start, stop
 
 UNIT = ROOT / "etc" / "systemd" / "socketeer@.service"
 
@@ -87,18 +88,6 @@ async def test_readiness_waits_for_every_node(relay, tmp_path):
         await port.stopListening()
 
 
-def _spawn(config: Path, env: dict[str, str], *twistd_args: str) -> Twistd:
-    proto = Twistd(b"is on the channel", 2)
-    reactor.spawnProcess(
-        proto,
-        TWISTD,
-        [TWISTD, "-n", "--pidfile=", *twistd_args, "socketeer", "-c", str(config)],
-        env=env,
-        path=str(ROOT),
-    )
-    return proto
-
-
 @pytest_twisted.ensureDeferred
 async def test_twistd_tells_systemd_it_is_ready(tmp_path):
     """A real ``twistd -n socketeer`` with a fake systemd: READY=1 comes after every listener
@@ -114,7 +103,7 @@ async def test_twistd_tells_systemd_it_is_ready(tmp_path):
     combined.write_text(config.read_text() + "\n" + source.read_text())
     env = child_env()
     env["NOTIFY_SOCKET"] = path
-    proc = _spawn(combined, env)
+    proc = start(combined, 2, env=env)
     try:
         text = await notes.ready.addTimeout(60, reactor)
         assert text == "READY=1\nSTATUS=relaying: 2 nodes connected"
@@ -138,21 +127,8 @@ async def test_twistd_json_logs(tmp_path):
     config = configure("socketeer.properties", tmp_path, ports)
     env = child_env()
     env["SOCKETEER_LOG_LEVEL"] = "info"
-    proc = Twistd(b"on the channel", 3)
-    reactor.spawnProcess(
-        proc,
-        TWISTD,
-        [
-            TWISTD,
-            "-n",
-            "--pidfile=",
-            "--logger=socketeer.logs.json_observer",
-            "socketeer",
-            "-c",
-            str(config),
-        ],
-        env=env,
-        path=str(ROOT),
+    proc = start(
+        config, 3, b"on the channel", env=env, twistd_args=["--logger=socketeer.logs.json_observer"]
     )
     try:
         await proc.ready.addTimeout(60, reactor)

@@ -568,19 +568,3 @@ def test_policy_ref_is_mutable_and_shared() -> None:
     assert ref.policy.empty
     ref.policy = Policy(blacklist=(rule(host="*"),))
     assert not ref.policy.evaluate("a", 1).allowed
-
-
-def test_policy_imports_no_twisted() -> None:
-    import ast
-    from pathlib import Path
-
-    import socketeer.policy
-
-    tree = ast.parse(Path(socketeer.policy.__file__).read_text())
-    imported = {
-        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in node.names
-    }
-    assert not [m for m in imported if m.startswith("twisted")]

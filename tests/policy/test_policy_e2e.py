@@ -10,15 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -31,13 +28,13 @@ from socketeer.source.forward import FixedForwardFactory
 from socketeer.source.proxy import ProxyFactory, ProxySettings
 from socketeer.tunnel.reasons import OpenFailure
 
-from support.relay import Collector, connect, listen
+from support.net import Collector, connect, echo_server, free_port, listen
+from support.properties import Properties, channel_url, relay_properties
+from support.twistd import start, stop
 
 CURL = shutil.which("curl")
 TIMEOUT = 30
 HELLO = b"hello, policy\n"
-ROOT = Path(__file__).resolve().parents[2]
-TWISTD = str(Path(sys.executable).with_name("twistd"))
 
 needs_curl = pytest.mark.skipif(
     CURL is None and not os.environ.get("CI"),
@@ -54,18 +51,8 @@ def within(d, seconds: float = TIMEOUT) -> defer.Deferred:
 
 # -- policies written as properties ------------------------------------------------------------
 
-NODES = """\
-socketeer.general.messagingserverenabled=true
-socketeer.sourcesink.si.clustername=c
-socketeer.sourcesink.si.nodename=si
-socketeer.sourcesink.si.channel=stomp://127.0.0.1:61626/t
-socketeer.sourcesink.si.isSpawningAndResolvingSink=true
-socketeer.sourcesink.so.clustername=c
-socketeer.sourcesink.so.nodename=so
-socketeer.sourcesink.so.channel=stomp://127.0.0.1:61626/t
-socketeer.sourcesink.so.serverport=1080
-socketeer.sourcesink.so.peernode=si
-"""
+URL = channel_url(61626)
+NODES = str(Properties().broker().sink("si", URL).proxy("so", URL, 1080))
 
 
 def policy(props: str, node: str = "so") -> PolicyRef:
@@ -145,18 +132,6 @@ async def socks5(proxy: int, host: str, port: int, methods: bytes = b"\x00") -> 
     if answer[:2] != b"\x05\x00":
         return answer
     return answer[2:4]
-
-
-@pytest.fixture
-def logged():
-    lines: list[str] = []
-
-    def observer(event) -> None:
-        lines.append(formatEvent(event) or "")
-
-    globalLogPublisher.addObserver(observer)
-    yield lines
-    globalLogPublisher.removeObserver(observer)
 
 
 # -- the tests -----------------------------------------------------------------------------------
@@ -437,76 +412,6 @@ async def test_sink_judges_what_a_name_resolves_to(relay):
 # -- SIGHUP: a real twistd ---------------------------------------------------------------------
 
 
-class Twistd(protocol.ProcessProtocol):
-    """A twistd child whose output we can wait on."""
-
-    def __init__(self) -> None:
-        self.output = bytearray()
-        self._waiters: list[tuple[bytes, int, defer.Deferred]] = []
-        self.ended: defer.Deferred = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        for entry in list(self._waiters):
-            text, count, d = entry
-            if self.output.count(text) >= count:
-                self._waiters.remove(entry)
-                d.callback(None)
-
-    errReceived = outReceived
-
-    def seen(self, text: bytes, count: int = 1) -> defer.Deferred:
-        """Fires once *text* has appeared *count* times in the output."""
-        d: defer.Deferred = defer.Deferred()
-        if self.output.count(text) >= count:
-            d.callback(None)
-        else:
-            self._waiters.append((text, count, d))
-        return within(d)
-
-    def processEnded(self, reason) -> None:
-        for _, _, d in self._waiters:
-            d.errback(RuntimeError(f"twistd ended:\n{self.output.decode()}"))
-        self._waiters.clear()
-        self.ended.callback(reason.value.signal)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Echo(protocol.Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-def twistd_config(broker: int, forward: int, proxy: int, echo: int, lists: str) -> str:
-    return f"""\
-socketeer.general.messagingserverenabled=true
-socketeer.general.messagingserverport={broker}
-socketeer.sourcesink.si.clustername=c
-socketeer.sourcesink.si.nodename=si
-socketeer.sourcesink.si.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.si.isSpawningAndResolvingSink=true
-socketeer.sourcesink.fw.clustername=c
-socketeer.sourcesink.fw.nodename=fw
-socketeer.sourcesink.fw.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.fw.serverport={forward}
-socketeer.sourcesink.fw.peernode=si
-socketeer.sourcesink.fw.fixedHost=127.0.0.1
-socketeer.sourcesink.fw.fixedPort={echo}
-socketeer.sourcesink.px.clustername=c
-socketeer.sourcesink.px.nodename=px
-socketeer.sourcesink.px.channel=stomp://127.0.0.1:{broker}/t
-socketeer.sourcesink.px.serverport={proxy}
-socketeer.sourcesink.px.peernode=si
-{lists}"""
-
-
 class EchoClient(Collector):
     """A client that can wait for its echo."""
 
@@ -549,23 +454,14 @@ async def test_sighup_reloads_policies_and_keeps_streams(tmp_path):
     listeners: list = []
     recorder = Recorder()
     web = await listen(Site(recorder), listeners)
-    echo = await listen(protocol.Factory.forProtocol(Echo), listeners)
+    echo = await echo_server(listeners)
     broker, forward, proxy = free_port(), free_port(), free_port()
     config = tmp_path / "reload.properties"
-    config.write_text(twistd_config(broker, forward, proxy, echo, ""))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = Twistd()
-    reactor.spawnProcess(
-        proc,
-        TWISTD,
-        [TWISTD, "-n", "--pidfile=", "socketeer", "-c", str(config)],
-        env=env,
-        path=str(tmp_path),
-    )
+    config.write_text(relay_properties(broker, forward, echo, proxy=proxy))
+    proc = start(config, 3)
     client = None
     try:
-        await proc.seen(b"is on the channel", 3)
+        await proc.ready.addTimeout(TIMEOUT, reactor)
         url = f"http://127.0.0.1:{web}/"
         status, body = await http_status(proxy, url)
         assert (status, body) == ("200", HELLO)
@@ -575,15 +471,15 @@ async def test_sighup_reloads_policies_and_keeps_streams(tmp_path):
         # The sink now refuses the web server and the echo server; the proxy port refuses
         # the web server itself. The stream already open to the echo server stays up.
         config.write_text(
-            twistd_config(
+            relay_properties(
                 broker,
                 forward,
-                proxy,
                 echo,
                 "socketeer.sourcesink.si.blacklist=targets\n"
                 f"socketeer.blacklist.targets.port={web}, {echo}\n"
                 "socketeer.sourcesink.px.blacklist=web\n"
                 f"socketeer.blacklist.web.port={web}\n",
+                proxy=proxy,
             )
         )
         proc.transport.signalProcess("HUP")
@@ -598,8 +494,8 @@ async def test_sighup_reloads_policies_and_keeps_streams(tmp_path):
         await client.echoed(b"after the reload\n")
 
         # An invalid file keeps the policy in force and says why.
-        invalid = twistd_config(
-            broker, forward, proxy, echo, "socketeer.blacklist.web.port=99999\n"
+        invalid = relay_properties(
+            broker, forward, echo, "socketeer.blacklist.web.port=99999\n", proxy=proxy
         )
         config.write_text(invalid)
         proc.transport.signalProcess(signal.SIGHUP)
@@ -613,9 +509,7 @@ async def test_sighup_reloads_policies_and_keeps_streams(tmp_path):
     finally:
         if client is not None:
             client.transport.loseConnection()
-        if not proc.ended.called:
-            proc.transport.signalProcess(signal.SIGTERM)
-        await within(proc.ended)
+        await stop(proc)
         for port in listeners:
             await port.stopListening()
     assert b"Traceback" not in proc.output, proc.output.decode()

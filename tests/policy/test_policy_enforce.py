@@ -13,7 +13,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
 
 from socketeer.app import build_service, reload_policies
 from socketeer.config.load import parse_config
@@ -23,24 +22,9 @@ from socketeer.tap import Options, makeService
 from socketeer.tunnel.node import Node
 from socketeer.tunnel.stream import Phase
 from socketeer.wire.envelope import Envelope, MsgType, encode_params
-from socketeer.wire.stompframing import StompFrameParser
 
-
-class Link:
-    """Records what the node sends, decoded back into envelopes."""
-
-    def __init__(self) -> None:
-        self.parser = StompFrameParser("1.2", server=True)
-        self.sent: list[Envelope] = []
-
-    def send_bytes(self, data: bytes) -> None:
-        from socketeer.wire.envelope import from_frame
-
-        for frame in self.parser.feed(data):
-            self.sent.append(from_frame(frame))
-
-    def answers(self) -> list[tuple[MsgType, dict[str, str]]]:
-        return [(e.type, e.params()) for e in self.sent if e.type is not MsgType.ACK]
+from support.properties import Properties, channel_url
+from support.relay import Link
 
 
 class Endpoint:
@@ -274,35 +258,13 @@ def test_a_rule_for_another_source_node_does_not_apply() -> None:
 
 # -- reloading -----------------------------------------------------------------------------------
 
-CONFIG = """\
-socketeer.general.messagingserverenabled=true
-socketeer.sourcesink.si.clustername=c
-socketeer.sourcesink.si.nodename=si
-socketeer.sourcesink.si.channel=stomp://127.0.0.1:61626/t
-socketeer.sourcesink.si.isSpawningAndResolvingSink=true
-socketeer.sourcesink.px.clustername=c
-socketeer.sourcesink.px.nodename=px
-socketeer.sourcesink.px.channel=stomp://127.0.0.1:61626/t
-socketeer.sourcesink.px.serverport=1080
-socketeer.sourcesink.px.peernode=si
-"""
+URL = channel_url(61626)
+CONFIG = str(Properties().broker().sink("si", URL).proxy("px", URL, 1080))
 LISTS = (
     "socketeer.sourcesink.px.blacklist=b\n"
     "socketeer.sourcesink.si.blacklist=b\n"
     "socketeer.blacklist.b.host=10.0.0.0/8\n"
 )
-
-
-@pytest.fixture
-def logged():
-    lines: list[str] = []
-
-    def observer(event) -> None:
-        lines.append(formatEvent(event) or "")
-
-    globalLogPublisher.addObserver(observer)
-    yield lines
-    globalLogPublisher.removeObserver(observer)
 
 
 def test_the_service_tree_shares_one_holder_per_sourcesink(tmp_path) -> None:

@@ -13,15 +13,13 @@ bounded timeout, and every listener and connection a test opens is closed when i
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import hashlib
 import json
 import os
 import re
 import shutil
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,6 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
@@ -40,9 +37,9 @@ from zope.interface import implementer
 from socketeer.passwords import Authenticator, hash_password
 from socketeer.secret import Secret
 
-from support.relay import Collector, DigestServer, Echo, listen, sha256
+from support.logs import captured_log
+from support.net import Collector, Digest, Echo, MiB, free_port, listen, sha256, silent_port
 
-MiB = 1024 * 1024
 TIMEOUT = 30
 CURL = shutil.which("curl")
 PASSWORD = "s3cr3t-pw"
@@ -68,13 +65,6 @@ async def run_curl(*args: str, timeout: int = 60) -> tuple[bytes, bytes, int]:
         ),
         timeout + 30,
     )
-
-
-def unused_port() -> int:
-    """A loopback port with nothing listening on it (bound, read, released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- origins ---------------------------------------------------------------------------------
@@ -363,13 +353,12 @@ class Raw(Collector):
 
 
 class Net:
-    """What one test opened: origins, raw clients, plain sockets; all closed at teardown."""
+    """What one test opened: origins and raw clients; all closed at teardown."""
 
     def __init__(self, relay) -> None:
         self.relay = relay
         self.ports: list = []
         self.clients: list[Raw] = []
-        self.sockets: list[socket.socket] = []
 
     async def origin(self, origin: Origin) -> int:
         return await listen(make_site(origin), self.ports)
@@ -404,8 +393,6 @@ class Net:
                 client.transport.abortConnection()
         await within(defer.gatherResults([c.lost for c in self.clients]))
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
-        for s in self.sockets:
-            s.close()
 
 
 @pytest_twisted.async_yield_fixture
@@ -435,21 +422,6 @@ def assert_proxy_error(response: Response, status: int | tuple[int, ...]) -> Non
     assert (response.header("content-type") or "").startswith("text/plain"), response
     assert response.header("connection") == "close"
     assert 0 < len(response.body) < 512, response.body
-
-
-@contextlib.contextmanager
-def captured_log() -> Iterator[list[str]]:
-    """Every log event while inside, formatted, and its repr."""
-    texts: list[str] = []
-
-    def observe(event) -> None:
-        texts.append(f"{formatEvent(event)}\n{event!r}")
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield texts
-    finally:
-        globalLogPublisher.removeObserver(observe)
 
 
 # -- 1, 2: big bodies through curl ------------------------------------------------------------
@@ -765,7 +737,7 @@ async def test_bytes_behind_the_connect_head_are_kept(relay, net):
 
 @pytest_twisted.ensureDeferred
 async def test_half_close_through_connect(relay, net):
-    target = await net.serve(DigestServer)
+    target = await net.serve(Digest)
     proxy = await relay.proxy()
     client = await net.raw(proxy)
     client.transport.write(f"CONNECT 127.0.0.1:{target} HTTP/1.1\r\n\r\n".encode())
@@ -792,7 +764,7 @@ async def test_proxy_authentication(relay, net):
     good = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     bad = base64.b64encode(b"alice:wrong-pw-123").decode()
 
-    with captured_log() as log:
+    with captured_log(with_fields=True) as log:
         # No credentials: 407 with a Basic challenge, then the connection ends.
         refused = await net.one_shot(proxy, request_to(port, "/headers"))
         assert_proxy_error(refused, 407)
@@ -862,7 +834,7 @@ async def test_proxy_authentication(relay, net):
 @pytest_twisted.ensureDeferred
 async def test_nothing_listening_is_502(relay, net):
     proxy = await relay.proxy()
-    response = await net.one_shot(proxy, request_to(unused_port()))
+    response = await net.one_shot(proxy, request_to(free_port()))
     assert_proxy_error(response, 502)
 
 
@@ -884,27 +856,16 @@ async def test_unresolvable_name_through_connect_is_502(relay, net):
 
 @pytest_twisted.ensureDeferred
 async def test_connect_timeout_is_504(relay, net):
-    # A listener whose accept queue is full: the kernel drops further SYNs, so connecting
-    # to it neither succeeds nor fails until the sink's timeout.
-    listener = socket.socket()
-    net.sockets.append(listener)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    address = listener.getsockname()
-    for _ in range(4):
-        filler = socket.socket()
-        net.sockets.append(filler)
-        filler.setblocking(False)
-        filler.connect_ex(address)
-    relay.sink.connect_timeout = 0.5
-    proxy = await relay.proxy()
-    started = reactor.seconds()
-    response = await net.one_shot(proxy, request_to(address[1]))
-    assert reactor.seconds() - started >= 0.4  # the answer came from the timeout
-    assert b"refused" not in response.body
-    assert_proxy_error(response, 504)
-    tunnel = await net.one_shot(proxy, f"CONNECT 127.0.0.1:{address[1]} HTTP/1.1\r\n\r\n".encode())
-    assert_proxy_error(tunnel, 504)
+    with silent_port() as port:
+        relay.sink.connect_timeout = 0.5
+        proxy = await relay.proxy()
+        started = reactor.seconds()
+        response = await net.one_shot(proxy, request_to(port))
+        assert reactor.seconds() - started >= 0.4  # the answer came from the timeout
+        assert b"refused" not in response.body
+        assert_proxy_error(response, 504)
+        tunnel = await net.one_shot(proxy, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+        assert_proxy_error(tunnel, 504)
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,11 @@ Deferred with a bounded timeout.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import shutil
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -27,7 +25,6 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
@@ -37,9 +34,9 @@ from socketeer.passwords import Authenticator, hash_password
 from socketeer.secret import Secret
 from socketeer.source.proxy import ProxyFactory, ProxySettings
 
-from support.relay import Collector, DigestServer, listen, sha256
+from support.logs import captured_log
+from support.net import Collector, Digest, MiB, free_port, listen, sha256, silent_port
 
-MiB = 1024 * 1024
 TIMEOUT = 30
 CURL = shutil.which("curl")
 HELLO = b"hello through socks\n"
@@ -262,21 +259,6 @@ class ProbeFactory(ProxyFactory):
         return proto
 
 
-@contextlib.contextmanager
-def captured_log_text() -> Iterator[list[str]]:
-    """Every log event while inside, as formatted text and as the event's repr."""
-    texts: list[str] = []
-
-    def observe(event) -> None:
-        texts.append(f"{formatEvent(event)}\n{event!r}")
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield texts
-    finally:
-        globalLogPublisher.removeObserver(observe)
-
-
 async def run_curl(*args: str) -> tuple[bytes, bytes, int]:
     """curl with a clean environment and no ~/.curlrc; (stdout, stderr, exit code)."""
     assert CURL is not None, "curl is required in CI"
@@ -299,13 +281,6 @@ def ipv6_loopback_available() -> bool:
     except OSError:
         return False
     return True
-
-
-def unused_port() -> int:
-    """A loopback port with nothing listening on it (bound, read, released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- 1, 2: curl ------------------------------------------------------------------------------
@@ -357,7 +332,7 @@ async def test_socks_front_curl_ipv6_target(relay, body, tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_socks5_front_refused_port_is_0x05(relay):
     proxy = await relay.proxy()
-    reply = await socks5_refused(proxy, 1, ipv4("127.0.0.1"), unused_port())
+    reply = await socks5_refused(proxy, 1, ipv4("127.0.0.1"), free_port())
     assert reply.rep == 0x05
 
 
@@ -371,27 +346,13 @@ async def test_socks5_front_unresolvable_name_is_0x04(relay):
 @pytest_twisted.ensureDeferred
 async def test_socks5_front_connect_timeout_is_0x06(relay):
     """A target whose accept queue is full drops SYNs: the sink's connect times out."""
-    listener = socket.socket()
-    fillers: list[socket.socket] = []
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        address = listener.getsockname()
-        for _ in range(4):
-            s = socket.socket()
-            fillers.append(s)
-            s.setblocking(False)
-            s.connect_ex(address)
+    with silent_port() as port:
         relay.sink.connect_timeout = 0.5
         proxy = await relay.proxy()
-        reply = await socks5_refused(proxy, 1, ipv4("127.0.0.1"), address[1])
+        reply = await socks5_refused(proxy, 1, ipv4("127.0.0.1"), port)
         if reply.rep == 0:  # not an AssertionError: a broken setup must not pass as the xfail
             raise RuntimeError("the target accepted: its accept queue was not full")
         assert reply.rep == 0x06
-    finally:
-        for s in fillers:
-            s.close()
-        listener.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -473,7 +434,7 @@ async def test_socks_front_auth_curl(relay, body, tmp_path):
     web = await web_server(relay, body)
     proxy = await auth_proxy(relay)
     url = f"http://localhost:{web}/hello"
-    with captured_log_text() as logged:
+    with captured_log(with_fields=True) as logged:
         # The right password: curl gets through.
         good = tmp_path / "good"
         stdout, stderr, code = await run_curl(
@@ -508,7 +469,7 @@ async def test_socks_front_auth_curl(relay, body, tmp_path):
 async def test_socks5_front_auth_raw(relay, body):
     web = await web_server(relay, body)
     proxy = await auth_proxy(relay)
-    with captured_log_text() as logged:
+    with captured_log(with_fields=True) as logged:
         # A wrong password: RFC 1929 status 0x01, then the proxy closes.
         client = await socks_client(proxy)
         client.transport.write(b"\x05\x01\x02")
@@ -611,7 +572,7 @@ async def test_socks5_front_resolve_ptr(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_socks5_front_upload_4mib_with_half_close(relay):
-    target = await listen(protocol.Factory.forProtocol(DigestServer), relay.ports)
+    target = await listen(protocol.Factory.forProtocol(Digest), relay.ports)
     proxy = await relay.proxy()
     payload = os.urandom(4 * MiB)
     client, reply = await socks5_request(proxy, 1, ipv4("127.0.0.1"), target)
@@ -626,7 +587,7 @@ async def test_socks5_front_upload_4mib_with_half_close(relay):
 @pytest_twisted.ensureDeferred
 async def test_socks5_front_pipelined_request_and_payload(relay):
     """Greeting, request and payload in one write: the payload waits for the tunnel."""
-    target = await listen(protocol.Factory.forProtocol(DigestServer), relay.ports)
+    target = await listen(protocol.Factory.forProtocol(Digest), relay.ports)
     proxy = await relay.proxy()
     payload = os.urandom(64 * 1024)
     client = await socks_client(proxy)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from twisted.internet import defer, protocol, reactor
 
-from support.twistd import ROOT, child_env
+from support import ROOT
+from support.twistd import child_env
 
 SOCKETEER = str(Path(sys.executable).with_name("socketeer"))
 

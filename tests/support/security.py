@@ -1,5 +1,5 @@
 """Test helpers for channel security: certificates made with ``cryptography``, a byte capture
-around the broker, a raw STOMP client, log capture, and a relay with sealing / TLS options."""
+around the broker, a raw STOMP client, and a relay with sealing / TLS options."""
 
 from __future__ import annotations
 
@@ -12,12 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet import defer, protocol, reactor, task
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, serverFromString
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.logger import globalLogPublisher
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.protocols import policies
-from zope.interface import implementer
 
 from socketeer.broker.protocol import BrokerFactory
 from socketeer.broker.router import Router
@@ -29,6 +26,9 @@ from socketeer.source.forward import FixedForwardFactory
 from socketeer.tunnel.node import Node
 from socketeer.wire.seal import Sealer
 from socketeer.wire.stompframing import StompFrameParser
+
+from support.net import listen
+from support.relay import WINDOW
 
 # -- certificates ----------------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ def make_cert(
     return _write(directory, stem, cert, key)
 
 
-# -- capture, logs, polling ------------------------------------------------------------------
+# -- capture -----------------------------------------------------------------------------------
 
 
 def parse_frames(parser: StompFrameParser, data: bytes) -> list:
@@ -194,60 +194,6 @@ class Capture(policies.WrappingFactory):
         for conn in self.connections:
             frames += parse_frames(StompFrameParser(server=True), bytes(conn.received))
         return frames
-
-
-class LogEvents:
-    """Collects log events matching a predicate; ``wait(n)`` fires once n were seen."""
-
-    def __init__(self, predicate) -> None:
-        self.predicate = predicate
-        self.events: list[dict] = []
-        self._waiters: list[tuple[int, defer.Deferred]] = []
-        globalLogPublisher.addObserver(self)
-
-    def __call__(self, event: dict) -> None:
-        if not self.predicate(event):
-            return
-        self.events.append(event)
-        for n, d in list(self._waiters):
-            if len(self.events) >= n and not d.called:
-                self._waiters.remove((n, d))
-                d.callback(self.events[:n])
-
-    def wait(self, n: int = 1, timeout: float = 20) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        if len(self.events) >= n:
-            d.callback(self.events[:n])
-            return d
-        self._waiters.append((n, d))
-        return d.addTimeout(timeout, reactor)
-
-    def close(self) -> None:
-        globalLogPublisher.removeObserver(self)
-
-
-async def until(condition, timeout: float = 10.0, step: float = 0.01) -> None:
-    """Wait (polling the reactor, bounded) until ``condition()`` is true."""
-    waited = 0.0
-    while not condition():
-        if waited > timeout:
-            raise AssertionError("condition not met in time")
-        await task.deferLater(reactor, step, lambda: None)
-        waited += step
-
-
-@implementer(IHalfCloseableProtocol)
-class Echo(protocol.Protocol):
-    """Echoes; on the client's FIN it finishes writing and closes."""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
 
 
 # -- a raw STOMP client ----------------------------------------------------------------------
@@ -334,9 +280,7 @@ class SecureRelay:
             factory = tls_server_factory(tls_options, factory)
         if self.capture_enabled:
             factory = self.capture = Capture(factory)
-        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
-        self.ports.append(port)
-        self.broker_port = port.getHost().port
+        self.broker_port = await listen(factory, self.ports)
         return self.broker_port
 
     def add_node(
@@ -351,7 +295,7 @@ class SecureRelay:
     ) -> Node:
         spec = parse_channel_url(url or f"stomp://127.0.0.1:{self.broker_port}/testtopic")
         sealer = Sealer(codekey, cluster, spec.topic, max_age=max_age) if codekey else None
-        node = Node(cluster, name, spec.topic, reactor, window=256 * 1024, sealer=sealer)
+        node = Node(cluster, name, spec.topic, reactor, window=WINDOW, sealer=sealer)
         if sink:
 
             def endpoint_for(host: str, port: int) -> HostnameEndpoint:
@@ -372,9 +316,7 @@ class SecureRelay:
     async def forward(self, source: str, target_port: int, host: str = "127.0.0.1") -> int:
         node = self.nodes[source]
         factory = FixedForwardFactory(node, "si", host, target_port, open_timeout=10)
-        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
-        self.ports.append(port)
-        return port.getHost().port
+        return await listen(factory, self.ports)
 
     async def stop(self) -> None:
         await defer.gatherResults([defer.maybeDeferred(s.stopService) for s in self.services])

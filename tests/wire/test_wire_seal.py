@@ -18,8 +18,8 @@ from socketeer.wire.envelope import Envelope, EnvelopeError, MsgType, encode_sen
 from socketeer.wire.seal import REPLAY_WINDOW, Sealer, SealRejected, derive_master_key, sealer_for
 from socketeer.wire.stompframing import StompFrameParser
 
-from support.relay import connect, listen
-from support.security import Echo, SecureRelay, raw_client, until
+from support.net import Echo, connect, listen, until
+from support.security import SecureRelay, raw_client
 
 NOW = 1_800_000_000.0
 
@@ -265,7 +265,9 @@ def test_another_clusters_message_is_a_foreign_refusal():
 # -- the node hooks --------------------------------------------------------------------------
 
 
-class Link:
+class RawLink:
+    """Records the bytes a node sends, undecoded (sealed frames open only with the key)."""
+
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
@@ -278,7 +280,7 @@ def test_node_seals_what_it_sends_and_opens_what_it_receives():
     clock.advance(NOW)
     a = Node("c", "so", "t", clock, sealer=Sealer("k", "c", "t"))
     b = Node("c", "si", "t", clock, sealer=Sealer("k", "c", "t"))
-    link_a, link_b = Link(), Link()
+    link_a, link_b = RawLink(), RawLink()
     a.channel_ready(link_a)
     b.channel_ready(link_b)
     a.ping("si")
@@ -299,7 +301,7 @@ def test_node_without_sealer_is_unchanged():
     clock = Clock()
     clock.advance(NOW)
     node = Node("c", "so", "t", clock)
-    link = Link()
+    link = RawLink()
     node.channel_ready(link)
     node.ping("si")
     (data,) = link.sent
