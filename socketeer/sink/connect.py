@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socketeer import logs
+from socketeer.config.defaults import DEFAULT_CONNECT_TIMEOUT
 from socketeer.policy import Decision, Policy, PolicyRef, canonical_host, host_text
 from socketeer.sink.resolve import AddressResolver, Resolver
 from socketeer.tunnel.node import Node
@@ -53,7 +54,7 @@ class Sink:
         endpoint_for: EndpointFor,
         clock: IReactorTime,
         *,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         resolver: Resolver | None = None,
         policy: PolicyRef | None = None,
         address_resolver: AddressResolver | None = None,
