@@ -1,10 +1,10 @@
 """Policy: which clients may use a source, which targets a stream may reach, where it really goes.
 
 Pure functions over parsed rules: no Twisted, no sockets, no DNS. The configuration
-(``config.py``) parses the seed's access list, blacklist, whitelist and maplist profiles into
-one ``Policy`` per sourcesink; a source consults it before it opens a stream, a sink before it
-connects (the sink's policy is authoritative: it judges the addresses it resolved itself and
-connects to exactly those).
+(``socketeer.config.policies``) parses the access list, blacklist, whitelist and maplist
+profiles into one ``Policy`` per sourcesink; a source consults it before it opens a stream,
+a sink before it connects (the sink's policy is authoritative: it judges the addresses it
+resolved itself and connects to exactly those).
 
 Evaluation of a target ``host:port`` reached through (or coming from) node ``node``:
 

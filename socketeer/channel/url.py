@@ -1,8 +1,8 @@
 """Channel URLs: the ``channel`` value of a sourcesink, parsed into a ChannelSpec.
 
 A channel names the message broker a sourcesink talks through and the topic it
-uses there. Two spellings are accepted, because the design document writes the
-first one and everybody else writes the second::
+uses there. Two spellings are accepted: the original Socketeer's short form and the
+ordinary URL form::
 
     stomp:localhost:61626/sisotopic/?username=user&password=pass&codekey=blabla
     stomp://user:pass@localhost:61626/sisotopic?codekey=blabla&heartbeat=10000

@@ -119,7 +119,7 @@ _HOP_BY_HOP = frozenset(
     }
 )
 # Trailer announces trailer fields, which pass through untouched inside the chunked body;
-# it is dropped from requests only (as the brief asks), kept in responses (RFC 9110 6.6.2).
+# it is dropped from requests only, kept in responses (RFC 9110 6.6.2).
 _REQUEST_HOP_BY_HOP = _HOP_BY_HOP | {b"trailer"}
 _NEVER_LISTED = frozenset({b"content-length", b"transfer-encoding", b"host"})
 

@@ -366,12 +366,12 @@ def test_empty_policy_allows_everything_unchanged() -> None:
 
 
 # (policy, host, port, node, allowed, rule, target)
-SEED_BLACKLIST = rule(cluster="c", node="si", host="localhost", port="80")
+SCOPED_BLACKLIST = rule(cluster="c", node="si", host="localhost", port="80")
 EVALUATIONS = [
-    # the seed's sample blacklist: only for streams through sink node si of cluster c
-    (Policy(blacklist=(SEED_BLACKLIST,)), "localhost", 80, "si", False, "blacklist.0", None),
-    (Policy(blacklist=(SEED_BLACKLIST,)), "localhost", 80, "si2", True, "", None),
-    (Policy(blacklist=(SEED_BLACKLIST,)), "localhost", 8080, "si", True, "", None),
+    # a blacklist rule scoped to streams through sink node si of cluster c
+    (Policy(blacklist=(SCOPED_BLACKLIST,)), "localhost", 80, "si", False, "blacklist.0", None),
+    (Policy(blacklist=(SCOPED_BLACKLIST,)), "localhost", 80, "si2", True, "", None),
+    (Policy(blacklist=(SCOPED_BLACKLIST,)), "localhost", 8080, "si", True, "", None),
     # whitelist: only these; blacklist carves out of it
     (
         Policy(whitelist=(rule("whitelist", host="*.example.com", port="443"),)),
@@ -492,7 +492,9 @@ def test_maplist_can_be_scoped_to_a_node() -> None:
 
 
 def test_rule_texts() -> None:
-    decision = Policy(blacklist=(SEED_BLACKLIST,)).evaluate("localhost", 80, cluster="c", node="si")
+    decision = Policy(blacklist=(SCOPED_BLACKLIST,)).evaluate(
+        "localhost", 80, cluster="c", node="si"
+    )
     assert decision.rule_text == "blacklist.0 (cluster=c node=si host=localhost port=80)"
     wl = Policy(
         whitelist=(rule("whitelist", "web.1", port="443"), rule("whitelist", "x", port="1"))
