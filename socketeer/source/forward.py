@@ -44,7 +44,7 @@ class FixedForwardFactory(Factory):
 
     def buildProtocol(self, addr) -> SocketRelay | None:
         if self.policy is not None:
-            decision = self.policy.policy.admit(client_host(addr))
+            decision = self.policy.admit(client_host(addr))
             if not decision.allowed:
                 # No protocol: Twisted closes the connection at once.
                 self.node.stats.denied[decision.rule] += 1

@@ -116,7 +116,7 @@ class ProxyConnection(SocketRelay):
         peer = self.transport.getPeer()
         self.client = describe_peer(peer)
         if self.settings.policy is not None:
-            self._admission = self.settings.policy.policy.admit(client_host(peer))
+            self._admission = self.settings.policy.admit(client_host(peer))
         self.set_timer(self.settings.handshake_timeout, self._handshake_timed_out)
 
     @property
