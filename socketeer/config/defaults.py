@@ -43,8 +43,8 @@ DEFAULT_SPAWNING_SINK = False
 DEFAULT_WINDOW = 4 * 1024 * 1024
 WINDOW_RANGE = (64 * 1024, 64 * 1024 * 1024)
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds, a sink's outbound connection
-#: Seconds a source waits for the sink's answer to an OPEN (or a RESOLVE): the sink's connect
-#: timeout three times over, room for the broker hops and the sink's name lookup.
+#: Seconds a source waits for the sink's answer to an OPEN (or a RESOLVE): a multiple of the
+#: connect timeout, so the sink's own connect timeout runs out first and its answer says why.
 OPEN_TIMEOUT_FACTOR = 3
 DEFAULT_OPEN_TIMEOUT = OPEN_TIMEOUT_FACTOR * DEFAULT_CONNECT_TIMEOUT
 DEFAULT_GRACE_PERIOD = 60.0  # seconds streams wait for a silent peer or a lost broker
