@@ -167,7 +167,7 @@ def _node_service(
     else:
         sink = None
     if ss.is_source:
-        open_timeout = 3 * ss.connect_timeout
+        open_timeout = ss.open_timeout
         if ss.proxy is not None:
             settings = ProxySettings.from_config(ss.peernode, ss.proxy, open_timeout, policy)
             factory = ProxyFactory(node, settings, reactor)

@@ -1,5 +1,6 @@
-"""Proxy users: checking a username and password against an authorisation profile.
+"""Stored passwords: plain or PBKDF2-hashed, checked in constant time.
 
+Proxy users (authorisation profiles), broker users and status server users all use it.
 Passwords in the properties file are either plain text or a PBKDF2 hash written as
 ``pbkdf2-sha256$<iterations>$<salt, base64>$<hash, base64>`` (``hash_password`` makes one),
 so a leaked configuration file need not leak the passwords. Comparison is constant-time,

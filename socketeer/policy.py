@@ -1,10 +1,10 @@
 """Policy: which clients may use a source, which targets a stream may reach, where it really goes.
 
 Pure functions over parsed rules: no Twisted, no sockets, no DNS. The configuration
-(``config.py``) parses the seed's access list, blacklist, whitelist and maplist profiles into
-one ``Policy`` per sourcesink; a source consults it before it opens a stream, a sink before it
-connects (the sink's policy is authoritative: it judges the addresses it resolved itself and
-connects to exactly those).
+(``socketeer.config.policies``) parses the access list, blacklist, whitelist and maplist
+profiles into one ``Policy`` per sourcesink; a source consults it before it opens a stream,
+a sink before it connects (the sink's policy is authoritative: it judges the addresses it
+resolved itself and connects to exactly those).
 
 Evaluation of a target ``host:port`` reached through (or coming from) node ``node``:
 
@@ -32,11 +32,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import NamedTuple
 
 __all__ = [
     "Decision",
     "HostPattern",
     "MapRule",
+    "MappedTarget",
     "Policy",
     "PolicyRef",
     "PortRange",
@@ -456,6 +458,14 @@ def _profiles(rules: Sequence[Rule]) -> str:
     return ", ".join(dict.fromkeys(r.profile for r in rules))
 
 
+class MappedTarget(NamedTuple):
+    """Where a target really goes after the maplist, and the rule that moved it (None: none)."""
+
+    host: str
+    port: int
+    rule: MapRule | None
+
+
 @dataclass(frozen=True)
 class Policy:
     """The parsed lists one sourcesink references, in reference order."""
@@ -499,15 +509,15 @@ class Policy:
 
     def map_target(
         self, host: str, port: int, *, cluster: str = "", node: str = ""
-    ) -> tuple[str, int, MapRule | None]:
+    ) -> MappedTarget:
         """Apply the first matching maplist rule (once): the target and the rule, or None."""
         if not self.maplist:
-            return host, port, None
+            return MappedTarget(host, port, None)
         canonical = _canonical_or_none(host)
         for rule in self.maplist:
             if rule.matches(canonical, port, cluster, node):
-                return rule.maphost or host, rule.mapport or port, rule
-        return host, port, None
+                return MappedTarget(rule.maphost or host, rule.mapport or port, rule)
+        return MappedTarget(host, port, None)
 
     def blacklisted(
         self, host: Host, port: int, *, cluster: str = "", node: str = ""
@@ -597,3 +607,11 @@ class PolicyRef:
     reload (SIGHUP) swaps it; established streams are never re-judged."""
 
     policy: Policy = field(default=EMPTY_POLICY)
+
+    def admit(self, client: str) -> Decision:
+        """The policy held now on a client (:meth:`Policy.admit`)."""
+        return self.policy.admit(client)
+
+    def evaluate(self, host: str, port: int, *, cluster: str = "", node: str = "") -> Decision:
+        """The policy held now on a target (:meth:`Policy.evaluate`)."""
+        return self.policy.evaluate(host, port, cluster=cluster, node=node)

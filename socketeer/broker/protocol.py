@@ -319,7 +319,7 @@ class BrokerProtocol(protocol.Protocol):
         )
 
     def _authenticate(self, login: str | None, passcode: str | None) -> bool:
-        # Constant-time, and an unknown login costs as much as a known one (brokerauth).
+        # Constant-time, and an unknown login costs as much as a known one (broker.users).
         return self._settings.auth.check(login, passcode)
 
     def _denied(self, command: str, destination: str, headers: dict[str, str]) -> bool:

@@ -146,9 +146,9 @@ class Router:
         subscribers = self._by_destination.get(destination)
         if is_queue(destination):
             if subscribers:
-                key = subscribers[0]
+                connection, subscription_id = subscribers[0]
                 subscribers.rotate(-1)
-                return [Delivery(key[0], key[1], destination, message)]
+                return [Delivery(connection, subscription_id, destination, message)]
             self._enqueue(destination, message, size)
             return []
         if not subscribers:

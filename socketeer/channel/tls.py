@@ -22,7 +22,7 @@ failing every connection. Nothing here imports the reactor.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
@@ -75,6 +75,13 @@ _VERIFY_ERRORS = {
 }
 
 
+class _Problem(NamedTuple):
+    """Why a TLS connection to the broker failed: the check that failed, and the details."""
+
+    check: str  # ca, fingerprint, hostname, handshake, internal
+    detail: str
+
+
 class _Verifier:
     """The checks of one channel's TLS connections; remembers why a connection failed."""
 
@@ -83,11 +90,9 @@ class _Verifier:
         self.pin = pin
         self.pin_only = pin_only
         self.is_ip = is_ip(host)
-        self._failures: weakref.WeakKeyDictionary[Any, tuple[str, str]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._failures: weakref.WeakKeyDictionary[Any, _Problem] = weakref.WeakKeyDictionary()
 
-    def failure(self, tls_protocol: Any) -> tuple[str, str] | None:
+    def failure(self, tls_protocol: Any) -> _Problem | None:
         return self._failures.get(tls_protocol)
 
     def callback_for(self, tls_protocol: Any):
@@ -97,7 +102,7 @@ class _Verifier:
             try:
                 problem = self._check(cert, err, depth, bool(ok))
             except Exception as e:  # never let an exception escape into OpenSSL
-                problem = ("internal", f"{type(e).__name__} while verifying")
+                problem = _Problem("internal", f"{type(e).__name__} while verifying")
             if problem is None:
                 return True
             proto = ref()
@@ -107,20 +112,22 @@ class _Verifier:
 
         return verify
 
-    def _check(self, cert, err: int, depth: int, ok: bool) -> tuple[str, str] | None:
+    def _check(self, cert, err: int, depth: int, ok: bool) -> _Problem | None:
         if self.pin_only:
             if depth != 0:
                 return None
         elif not ok:
             reason = _VERIFY_ERRORS.get(err, f"OpenSSL verify error {err}")
-            return ("ca", f"certificate chain not trusted at depth {depth}: {reason}")
+            return _Problem("ca", f"certificate chain not trusted at depth {depth}: {reason}")
         elif depth != 0:
             return None
         leaf = cert.to_cryptography()
         if self.pin is not None:
             actual = certificate_fingerprint(leaf)
             if actual != self.pin:
-                return ("fingerprint", f"sha256 fingerprint {actual} is not the pinned {self.pin}")
+                return _Problem(
+                    "fingerprint", f"sha256 fingerprint {actual} is not the pinned {self.pin}"
+                )
         if not self.pin_only:
             try:
                 if self.is_ip:
@@ -128,7 +135,7 @@ class _Verifier:
                 else:
                     verify_certificate_hostname(leaf, self.host)
             except (VerificationError, CertificateError):
-                return ("hostname", f"certificate is for {_names(leaf)}, not {self.host}")
+                return _Problem("hostname", f"certificate is for {_names(leaf)}, not {self.host}")
         return None
 
 
@@ -240,19 +247,20 @@ class _ReportingProtocol(ProtocolWrapper):
         factory: _ReportingFactory = self.factory
         problem = factory.verifier.failure(self.transport)
         if problem is None and reason is not None and reason.check(SSL.Error):
-            problem = ("handshake", _explain(_ssl_error_text(reason.value)))
+            problem = _Problem("handshake", _explain(_ssl_error_text(reason.value)))
         elif problem is None and not self.handshake_done:
             detail = reason.getErrorMessage() if reason is not None else "closed"
             if reason is None or reason.check(ConnectionDone):
                 detail = "the broker closed the connection"
-            problem = ("handshake", f"{detail} during the TLS handshake (does it speak TLS?)")
+            problem = _Problem(
+                "handshake", f"{detail} during the TLS handshake (does it speak TLS?)"
+            )
         if problem is not None:
-            check, detail = problem
             self.log.error(
                 "channel TLS to {broker} failed ({check} check): {detail}; will reconnect",
                 broker=factory.broker,
-                check=check,
-                detail=detail,
+                check=problem.check,
+                detail=problem.detail,
             )
         super().connectionLost(reason)
 

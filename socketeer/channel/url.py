@@ -1,8 +1,8 @@
 """Channel URLs: the ``channel`` value of a sourcesink, parsed into a ChannelSpec.
 
 A channel names the message broker a sourcesink talks through and the topic it
-uses there. Two spellings are accepted, because the design document writes the
-first one and everybody else writes the second::
+uses there. Two spellings are accepted: the original Socketeer's short form and the
+ordinary URL form::
 
     stomp:localhost:61626/sisotopic/?username=user&password=pass&codekey=blabla
     stomp://user:pass@localhost:61626/sisotopic?codekey=blabla&heartbeat=10000
@@ -37,6 +37,8 @@ from socketeer.secret import Secret
 
 __all__ = [
     "DEFAULT_HEARTBEAT_MS",
+    "DEFAULT_STOMP_PORT",
+    "DEFAULT_STOMP_SSL_PORT",
     "DEFAULT_TOPIC",
     "QUERY_PARAMS",
     "SCHEMES",
@@ -51,6 +53,10 @@ __all__ = [
 ]
 
 DEFAULT_TOPIC = "socketeer"
+#: Where ``stomp:`` reaches a broker when the URL names no port (the broker listens there).
+DEFAULT_STOMP_PORT = 61626
+#: The same for ``stomp+ssl:`` and ``ssl:``.
+DEFAULT_STOMP_SSL_PORT = 61627
 DEFAULT_HEARTBEAT_MS = 10_000
 QUERY_PARAMS = ("username", "password", "codekey", "vhost", "heartbeat")
 
@@ -91,7 +97,7 @@ class StompScheme:
     """``stomp:``: STOMP over plain TCP."""
 
     name = "stomp"
-    default_port = 61626
+    default_port = DEFAULT_STOMP_PORT
     transport = "tcp"
 
 
@@ -99,7 +105,7 @@ class StompSslScheme(StompScheme):
     """``stomp+ssl:``: STOMP over TLS, verified (see :mod:`socketeer.channel.tls`)."""
 
     name = "stomp+ssl"
-    default_port = 61627
+    default_port = DEFAULT_STOMP_SSL_PORT
     transport = "tls"
     params = ("cafile", "certfile", "keyfile", "fingerprint", "verify")
     encrypted = True

@@ -1,1 +1,1 @@
-"""The ``socketeer`` command."""
+"""The ``socketeer`` command: the parser in ``main``, one module per subcommand."""

@@ -135,7 +135,7 @@ async def run_connect(reactor: Any, args: argparse.Namespace, err: IO[str]) -> i
         host,
         port,
         client="stdio",
-        timeout=args.timeout or 3 * ss.connect_timeout,
+        timeout=args.timeout or ss.open_timeout,
     )
     failure: list[str] = []
 

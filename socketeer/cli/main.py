@@ -19,6 +19,7 @@ from typing import IO
 
 from socketeer import __version__
 from socketeer.cli import check, connect, genkey, hash_password, status
+from socketeer.passwords import DEFAULT_ITERATIONS
 
 __all__ = ["main"]
 
@@ -60,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         "standard input) and print the pbkdf2-sha256$... hash that authorisation users, "
         "broker users and status server users accept in place of the password.",
     )
-    p.add_argument("--iterations", type=int, default=200_000, help="default 200000")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=DEFAULT_ITERATIONS,
+        help=f"default {DEFAULT_ITERATIONS}",
+    )
     p.set_defaults(func=hash_password.cmd_hash_password)
 
     p = sub.add_parser(

@@ -14,11 +14,12 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
+from socketeer.config.defaults import DEFAULT_INTERFACE, DEFAULT_STATUS_PORT
 from socketeer.config.endpoints import endpoint_fields
 from socketeer.config.load import load_config
 from socketeer.ops.status import human_bytes, human_seconds
 
-DEFAULT_STATUS_URL = "http://127.0.0.1:9626/status"
+DEFAULT_STATUS_URL = f"http://{DEFAULT_INTERFACE}:{DEFAULT_STATUS_PORT}/status"
 
 
 def _url_from_config(path: str) -> str:

@@ -3,21 +3,26 @@
 The loader fills in what the file leaves out from here, the model's dataclass defaults are
 these same values, and code that also runs without a configuration (a ``Node`` built by an
 embedding application or a test) imports its defaults from here too, so a setting cannot
-default to one value in the file and another in the code. Pure: no imports but the seal
-format's, whose own constant the seal age setting defaults to.
+default to one value in the file and another in the code. Pure: it imports only the constants
+of the formats a setting defaults to (the channel URL's port, the STOMP frame cap, the seal
+age), which live with their formats so that those import nothing from here.
 """
 
 from __future__ import annotations
 
+from socketeer.channel.url import DEFAULT_STOMP_PORT
 from socketeer.wire.seal import DEFAULT_MAX_AGE
+from socketeer.wire.stompframing import DEFAULT_MAX_BODY
 
 # -- the broker (socketeer.general.messagingserver*) ---------------------------------------
 
 DEFAULT_BROKER_ENABLED = False
-DEFAULT_BROKER_PORT = 61626
+#: The channel URL's default port, so that ``stomp://host/topic`` reaches the broker.
+DEFAULT_BROKER_PORT = DEFAULT_STOMP_PORT
 #: Where a listener given only as a port binds: loopback, never every interface.
 DEFAULT_INTERFACE = "127.0.0.1"
-DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024  # bytes
+#: Bytes; the STOMP parser's own cap (:data:`socketeer.wire.stompframing.DEFAULT_MAX_BODY`).
+DEFAULT_MAX_FRAME_SIZE = DEFAULT_MAX_BODY
 MAX_FRAME_SIZE_RANGE = (4096, 256 * 1024 * 1024)
 
 # -- protection (socketeer.general.requireencryption, sealmaxage) ----------------------------
@@ -38,6 +43,10 @@ DEFAULT_SPAWNING_SINK = False
 DEFAULT_WINDOW = 4 * 1024 * 1024
 WINDOW_RANGE = (64 * 1024, 64 * 1024 * 1024)
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds, a sink's outbound connection
+#: Seconds a source waits for the sink's answer to an OPEN (or a RESOLVE): a multiple of the
+#: connect timeout, so the sink's own connect timeout runs out first and its answer says why.
+OPEN_TIMEOUT_FACTOR = 3
+DEFAULT_OPEN_TIMEOUT = OPEN_TIMEOUT_FACTOR * DEFAULT_CONNECT_TIMEOUT
 DEFAULT_GRACE_PERIOD = 60.0  # seconds streams wait for a silent peer or a lost broker
 DEFAULT_PING_INTERVAL = 5.0  # seconds of silence before a peer node is pinged
 DEFAULT_FIXED_TYPE = 0

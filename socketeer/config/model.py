@@ -16,6 +16,7 @@ from socketeer.config.defaults import (
     DEFAULT_PING_INTERVAL,
     DEFAULT_REQUIRE_ENCRYPTION,
     DEFAULT_SEAL_MAX_AGE,
+    OPEN_TIMEOUT_FACTOR,
 )
 from socketeer.policy import EMPTY_POLICY, Policy
 from socketeer.secret import Secret
@@ -132,6 +133,11 @@ class SourceSinkConfig:
     def is_source(self) -> bool:
         """A sourcesink with a listener accepts local clients, so it is a source."""
         return self.serverport is not None
+
+    @property
+    def open_timeout(self) -> float:
+        """Seconds a source waits for its sink's answer to an OPEN or a RESOLVE."""
+        return OPEN_TIMEOUT_FACTOR * self.connect_timeout
 
 
 @dataclass(frozen=True)

@@ -112,25 +112,22 @@ def _policy_rule(
             f"maplist entry {name!r} says where from but not where to",
             f"set socketeer.maplist.{name}.maphost and/or .mapport",
         )
-    maphost = mapport = None
-    if "maphost" in keys:
-        value = props.get(keys["maphost"]) or ""
+
+    def destination(fieldname: str, parse, allowed: str):
+        """The parsed ``maphost`` or ``mapport``, or None when the entry does not set it."""
+        if fieldname not in keys:
+            return None
+        value = props.get(keys[fieldname]) or ""
         try:
-            maphost = parse_map_host(value)
+            return parse(value)
         except ValueError as e:
-            message = f"invalid maphost {value!r}: {e}"
-            raise props.error(keys["maphost"], message, MAP_HOST_ALLOWED) from None
-    if "mapport" in keys:
-        value = props.get(keys["mapport"]) or ""
-        try:
-            mapport = parse_port(value)
-        except ValueError as e:
-            message = f"invalid mapport {value!r}: {e}"
-            raise props.error(keys["mapport"], message, PORT_ALLOWED) from None
+            message = f"invalid {fieldname} {value!r}: {e}"
+            raise props.error(keys[fieldname], message, allowed) from None
+
     return MapRule(
         name,
-        maphost=maphost,
-        mapport=mapport,
+        maphost=destination("maphost", parse_map_host, MAP_HOST_ALLOWED),
+        mapport=destination("mapport", parse_port, PORT_ALLOWED),
         orghosts=values("orghost", "host", parse_host_pattern, HOST_PATTERN_ALLOWED),
         orgports=values("orgport", "port", parse_port_range, PORT_PATTERN_ALLOWED),
         clusters=clusters,

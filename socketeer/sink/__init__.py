@@ -1,1 +1,1 @@
-"""The sink side: OPEN messages become real outbound connections."""
+"""The sink side: OPEN messages become real outbound connections (``connect``, ``resolve``)."""

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from socketeer import logs
+from socketeer.config.defaults import DEFAULT_CONNECT_TIMEOUT
 from socketeer.policy import Decision, Policy, PolicyRef, canonical_host, host_text
 from socketeer.sink.resolve import AddressResolver, Resolver
 from socketeer.tunnel.node import Node
@@ -53,7 +54,7 @@ class Sink:
         endpoint_for: EndpointFor,
         clock: IReactorTime,
         *,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         resolver: Resolver | None = None,
         policy: PolicyRef | None = None,
         address_resolver: AddressResolver | None = None,
@@ -127,6 +128,7 @@ class Sink:
         if kind != 0:
             stream.refuse(OpenFailure.ERROR, f"unsupported stream type {kind}")
             return
+        # The policy held now judges this whole open, even if a reload swaps it meanwhile.
         policy = self.policy.policy if self.policy is not None else None
         judge: Policy | None = None  # the policy that judges this target, if any
         if policy is not None and not policy.empty:
@@ -179,19 +181,22 @@ class Sink:
 
     # -- the sink's policy -----------------------------------------------------------------
 
-    def _map(self, stream: Stream, peer: str, host: str, port: int, policy: Policy):
-        target = policy.map_target(host, port, cluster=self.node.cluster, node=peer)
-        if target[2] is not None:
-            stream.target = f"{target[0]}:{target[1]}"
+    def _map(
+        self, stream: Stream, peer: str, host: str, port: int, policy: Policy
+    ) -> tuple[str, int]:
+        """The target after the sink's maplist (the stream's target updated if it moved)."""
+        mapped = policy.map_target(host, port, cluster=self.node.cluster, node=peer)
+        if mapped.rule is not None:
+            stream.target = f"{mapped.host}:{mapped.port}"
             self.log.debug(
                 "stream {resource}: {host}:{port} mapped to {target} by {rule}",
                 resource=stream.resource,
                 host=host,
                 port=port,
                 target=stream.target,
-                rule=target[2].describe(),
+                rule=mapped.rule.describe(),
             )
-        return target[0], target[1]
+        return mapped.host, mapped.port
 
     async def _checked_connect(
         self, peer: str, host: str, port: int, policy: Policy, factory, stopped: list[bool]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from socketeer.config.defaults import DEFAULT_FIXED_TYPE, DEFAULT_OPEN_TIMEOUT
 from socketeer.policy import PolicyRef, client_host
 from socketeer.source.open import describe_peer, open_checked
 from socketeer.tunnel.node import Node
@@ -29,8 +30,8 @@ class FixedForwardFactory(Factory):
         host: str,
         port: int,
         *,
-        kind: int = 0,
-        open_timeout: float = 30.0,
+        kind: int = DEFAULT_FIXED_TYPE,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
         policy: PolicyRef | None = None,
     ) -> None:
         self.node = node
@@ -43,7 +44,7 @@ class FixedForwardFactory(Factory):
 
     def buildProtocol(self, addr) -> SocketRelay | None:
         if self.policy is not None:
-            decision = self.policy.policy.admit(client_host(addr))
+            decision = self.policy.admit(client_host(addr))
             if not decision.allowed:
                 # No protocol: Twisted closes the connection at once.
                 self.node.stats.denied[decision.rule] += 1

@@ -19,6 +19,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from socketeer.config.defaults import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HTTP_ENABLED,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_SOCKS4_ENABLED,
+    DEFAULT_SOCKS5_ENABLED,
+)
 from socketeer.config.model import ProxyConfig
 from socketeer.passwords import Authenticator
 from socketeer.policy import Decision, PolicyRef, client_host
@@ -33,13 +41,13 @@ class ProxySettings:
     """Everything a proxy connection needs besides its node."""
 
     peer: str  # the sink node
-    socks4: bool = True
-    socks5: bool = True
-    http: bool = True
+    socks4: bool = DEFAULT_SOCKS4_ENABLED
+    socks5: bool = DEFAULT_SOCKS5_ENABLED
+    http: bool = DEFAULT_HTTP_ENABLED
     authenticator: Authenticator | None = None
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 0.0
-    open_timeout: float = 30.0
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    open_timeout: float = DEFAULT_OPEN_TIMEOUT
     policy: PolicyRef | None = None  # access list and target policy, swapped on reload
 
     @classmethod
@@ -108,7 +116,7 @@ class ProxyConnection(SocketRelay):
         peer = self.transport.getPeer()
         self.client = describe_peer(peer)
         if self.settings.policy is not None:
-            self._admission = self.settings.policy.policy.admit(client_host(peer))
+            self._admission = self.settings.policy.admit(client_host(peer))
         self.set_timer(self.settings.handshake_timeout, self._handshake_timed_out)
 
     @property

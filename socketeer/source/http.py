@@ -105,11 +105,11 @@ class HttpHandler(Handler):
         authenticator = proto.settings.authenticator
         if authenticator is not None:
             creds = request.credentials
-            if creds is None or not authenticator.check(*creds):
+            if creds is None or not authenticator.check(creds.user, creds.password):
                 if creds is not None:
                     self.log.info(
                         "HTTP proxy authentication failed for user {user!r} from {client}",
-                        user=creds[0],
+                        user=creds.user,
                         client=proto.client,
                     )
                 proto.transport.write(proxy_auth_required())

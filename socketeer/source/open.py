@@ -68,7 +68,7 @@ def open_checked(
     calling ``on_denied``.
     """
     if policy is not None:
-        decision = policy.policy.evaluate(host, port, cluster=node.cluster, node=peer)
+        decision = policy.evaluate(host, port, cluster=node.cluster, node=peer)
         if not decision.allowed:
             return denied_stream(node, peer, f"{host}:{port}", client, decision, on_denied)
         if decision.mapped_by:

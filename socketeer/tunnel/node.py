@@ -23,7 +23,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from socketeer import logs
-from socketeer.config.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_PING_INTERVAL, DEFAULT_WINDOW
+from socketeer.config.defaults import (
+    DEFAULT_FIXED_TYPE,
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_WINDOW,
+)
 from socketeer.tunnel.peers import Liveness, PeerTable
 from socketeer.tunnel.reasons import OpenFailure
 from socketeer.tunnel.registry import StreamRegistry
@@ -231,8 +237,8 @@ class Node:
         port: int,
         *,
         client: str = "",
-        kind: int = 0,
-        timeout: float = 30.0,
+        kind: int = DEFAULT_FIXED_TYPE,
+        timeout: float = DEFAULT_OPEN_TIMEOUT,
     ) -> Stream:
         """Start a stream to ``host:port`` through the sink node ``peer``.
 
@@ -268,7 +274,7 @@ class Node:
         return stream
 
     def resolve(
-        self, peer: str, name: str, *, reverse: bool = False, timeout: float = 30.0
+        self, peer: str, name: str, *, reverse: bool = False, timeout: float = DEFAULT_OPEN_TIMEOUT
     ) -> Deferred:
         """Ask sink node ``peer`` to resolve ``name`` (or, with ``reverse``, an address).
 

@@ -1,9 +1,9 @@
-"""One relayed connection as one node sees it: ordering, half-close, flow control, and the
-transport that the protocol on the stream writes to.
+"""One relayed connection as one node sees it, and the transport its protocol writes to.
 
-A stream is a Twisted transport, as a TCP connection is, for one ordinary protocol attached
-to it (``attach_protocol``): the stream calls its ``dataReceived``, ``readConnectionLost``
-(an ``IHalfCloseableProtocol``) and ``connectionLost``; the protocol calls ``write``,
+A stream orders its messages, carries half-close, keeps flow control, and is a Twisted
+transport, as a TCP connection is, for one ordinary protocol attached to it
+(``attach_protocol``): the stream calls its ``dataReceived``, ``readConnectionLost`` (an
+``IHalfCloseableProtocol``) and ``connectionLost``; the protocol calls ``write``,
 ``loseWriteConnection``, ``loseConnection`` and registers its producer. On a source or a
 sink that protocol is usually ``relay.SocketWriter``, joining the stream to a local socket;
 the HTTP proxy attaches a response reader, ``socketeer connect`` standard input and output.

@@ -1,12 +1,12 @@
 """The Socketeer message envelope: tunnel messages <-> STOMP frames.
 
 This is the only module that knows Socketeer's header names and broker destinations, so
-that the channel, the streams and a later sealing layer all speak one vocabulary. The seed
-asks for "timestamps, originating sourcesink, destination sourcesink, sequence id and the
-payload"; each is a STOMP header except the payload, which is the frame's binary body
+that the channel, the streams and the sealing layer (``seal.py``) all speak one vocabulary. A
+message carries a timestamp, the originating and the destination sourcesink, a sequence id
+and the payload; each is a STOMP header except the payload, which is the frame's binary body
 (never base64 or URL-encoded: relayed bytes must not grow). Control messages carry their
-parameters in the body as URL-encoded ``key=value`` pairs (the seed's "partially URL
-encoded" datagram), so that the routing headers are the only thing a broker needs to read.
+parameters in the body as URL-encoded ``key=value`` pairs (a "partially URL encoded"
+datagram), so that the routing headers are the only thing a broker needs to read.
 
 Sans-IO: no twisted imports, no clocks (timestamps are passed in).
 """
@@ -53,7 +53,7 @@ _RESOURCE = re.compile(r"[A-Za-z0-9_\-%]*\Z")
 
 
 class MsgType(StrEnum):
-    """Message types; the seed's core set (open, data, close, ping/pong, resolve) made precise."""
+    """The message types: a stream's control, data and flow credit, name lookups, liveness."""
 
     OPEN = "open"  # source -> sink: open a TCP connection (body: host, port, type)
     OPEN_OK = "open-ok"  # sink -> source: connected (body: bound address)

@@ -81,6 +81,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = [
     "CONNECT_ESTABLISHED",
@@ -89,6 +90,7 @@ __all__ = [
     "MAX_HEAD",
     "MAX_HEADERS",
     "BodyChunk",
+    "Credentials",
     "EndOfRequest",
     "HttpError",
     "ProxyRequest",
@@ -119,7 +121,7 @@ _HOP_BY_HOP = frozenset(
     }
 )
 # Trailer announces trailer fields, which pass through untouched inside the chunked body;
-# it is dropped from requests only (as the brief asks), kept in responses (RFC 9110 6.6.2).
+# it is dropped from requests only, kept in responses (RFC 9110 6.6.2).
 _REQUEST_HOP_BY_HOP = _HOP_BY_HOP | {b"trailer"}
 _NEVER_LISTED = frozenset({b"content-length", b"transfer-encoding", b"host"})
 
@@ -179,6 +181,16 @@ class HttpError(Exception):
         return error_response(self.status, self.reason, self.message + "\n")
 
 
+class Credentials(NamedTuple):
+    """A client's Basic proxy credentials; the password stays out of the repr."""
+
+    user: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(user={self.user!r}, password=<hidden>)"
+
+
 @dataclass(frozen=True)
 class ProxyRequest:
     """One request head from the client, already rewritten for the origin.
@@ -197,7 +209,7 @@ class ProxyRequest:
     keep_alive: bool
     expects_body: bool
     head: bytes = field(repr=False)
-    credentials: tuple[str, str] | None = field(default=None, repr=False)
+    credentials: Credentials | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -344,8 +356,8 @@ def _serialize(start: bytes, fields: Fields) -> bytes:
     return b"".join([start, b"\r\n", *(n + b": " + v + b"\r\n" for n, v in fields), b"\r\n"])
 
 
-def _basic_credentials(values: list[bytes]) -> tuple[str, str] | None:
-    """``(user, password)`` from exactly one ``Basic`` Proxy-Authorization, else None."""
+def _basic_credentials(values: list[bytes]) -> Credentials | None:
+    """The credentials of exactly one ``Basic`` Proxy-Authorization, else None."""
     if len(values) != 1:
         return None
     parts = values[0].split(None, 1)
@@ -360,7 +372,7 @@ def _basic_credentials(values: list[bytes]) -> tuple[str, str] | None:
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     user, sep, password = text.partition(":")
-    return (user, password) if sep else None
+    return Credentials(user, password) if sep else None
 
 
 # -- targets -----------------------------------------------------------------------------

@@ -92,6 +92,7 @@ REPLAY_WINDOW = 4096
 MAX_SENDERS = 4096
 #: A sender starts a new epoch (a new key) after this many messages.
 MAX_COUNTER = 2**48
+#: Seconds a sealed timestamp may be from the receiver's clock, either way (0: no check).
 DEFAULT_MAX_AGE = 300.0
 #: At most one log line per kind of refused message in this many seconds.
 LOG_INTERVAL = 10.0

@@ -28,7 +28,7 @@ A typical adapter::
         transport.write(e.reply); transport.loseConnection(); return
     transport.write(server.data_to_send())
 
-Decisions, where the RFCs leave room or the brief was open:
+Decisions, where the RFCs leave room:
 
 * Versions are told apart by the first byte (0x04 / 0x05); anything else is refused with
   no reply. A disabled SOCKS4 gets ``00 5B`` + 6 zero bytes, a disabled SOCKS5 ``05 FF``.

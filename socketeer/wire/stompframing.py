@@ -31,6 +31,7 @@ from stompest.protocol.frame import StompHeartBeat
 from stompest.protocol.util import escape, unescape
 
 __all__ = [
+    "DEFAULT_MAX_BODY",
     "StompFrame",
     "StompFrameParser",
     "StompHeartBeat",
@@ -49,6 +50,9 @@ _HANDSHAKE_SERVER = frozenset({StompSpec.CONNECTED})
 # they are what decides the version.
 _ALWAYS_KNOWN = _HANDSHAKE_CLIENT | _HANDSHAKE_SERVER
 
+#: Bytes one frame body may hold unless the caller says otherwise.
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+
 
 class StompLimits(NamedTuple):
     """Caps on what one frame may make the parser hold, in bytes or counts."""
@@ -56,7 +60,7 @@ class StompLimits(NamedTuple):
     max_header_line: int = 8192
     max_headers: int = 64
     max_head: int = 65536
-    max_body: int = 16 * 1024 * 1024
+    max_body: int = DEFAULT_MAX_BODY
 
 
 class StompProtocolError(Exception):

@@ -6,11 +6,17 @@ import inspect
 
 from twisted.internet.task import Clock
 
+from socketeer.channel.url import SCHEMES, parse_channel_url
+from socketeer.cli.status import DEFAULT_STATUS_URL as STATUS_URL
 from socketeer.config import defaults
 from socketeer.config.load import parse_config
 from socketeer.config.model import Config, SourceSinkConfig
+from socketeer.sink.connect import Sink
+from socketeer.source.forward import FixedForwardFactory
+from socketeer.source.handler import ProxySettings
 from socketeer.tunnel.node import Node
 from socketeer.wire import seal
+from socketeer.wire.stompframing import StompLimits
 
 MINIMAL = """\
 socketeer.general.messagingserverenabled=true
@@ -67,3 +73,38 @@ def test_the_seal_age_default_is_the_seal_format_s() -> None:
 
 def test_a_node_without_configuration_has_the_configured_default_window() -> None:
     assert Node("c", "n", "t", Clock()).window == defaults.DEFAULT_WINDOW
+
+
+def test_format_constants_are_the_configured_defaults() -> None:
+    assert defaults.DEFAULT_MAX_FRAME_SIZE == StompLimits().max_body
+    assert defaults.DEFAULT_BROKER_PORT == SCHEMES["stomp"].default_port
+    assert parse_channel_url("stomp://h/t").port == defaults.DEFAULT_BROKER_PORT
+
+
+def test_the_open_timeout_is_one_rule() -> None:
+    ss = parse_config(MINIMAL).sourcesinks[0]
+    assert ss.open_timeout == defaults.DEFAULT_OPEN_TIMEOUT
+    assert defaults.DEFAULT_OPEN_TIMEOUT == (
+        defaults.OPEN_TIMEOUT_FACTOR * defaults.DEFAULT_CONNECT_TIMEOUT
+    )
+
+
+def test_code_that_runs_without_a_configuration_uses_the_same_defaults() -> None:
+    settings = ProxySettings(peer="si")
+    assert (settings.socks4, settings.socks5, settings.http) == (
+        defaults.DEFAULT_SOCKS4_ENABLED,
+        defaults.DEFAULT_SOCKS5_ENABLED,
+        defaults.DEFAULT_HTTP_ENABLED,
+    )
+    assert settings.handshake_timeout == defaults.DEFAULT_HANDSHAKE_TIMEOUT
+    assert settings.idle_timeout == defaults.DEFAULT_IDLE_TIMEOUT
+    assert settings.open_timeout == defaults.DEFAULT_OPEN_TIMEOUT
+    assert inspect.signature(Sink).parameters["connect_timeout"].default == (
+        defaults.DEFAULT_CONNECT_TIMEOUT
+    )
+    forward = inspect.signature(FixedForwardFactory).parameters
+    assert forward["open_timeout"].default == defaults.DEFAULT_OPEN_TIMEOUT
+    assert inspect.signature(Node.open_stream).parameters["timeout"].default == (
+        defaults.DEFAULT_OPEN_TIMEOUT
+    )
+    assert STATUS_URL == f"http://127.0.0.1:{defaults.DEFAULT_STATUS_PORT}/status"

@@ -366,12 +366,12 @@ def test_empty_policy_allows_everything_unchanged() -> None:
 
 
 # (policy, host, port, node, allowed, rule, target)
-SEED_BLACKLIST = rule(cluster="c", node="si", host="localhost", port="80")
+SCOPED_BLACKLIST = rule(cluster="c", node="si", host="localhost", port="80")
 EVALUATIONS = [
-    # the seed's sample blacklist: only for streams through sink node si of cluster c
-    (Policy(blacklist=(SEED_BLACKLIST,)), "localhost", 80, "si", False, "blacklist.0", None),
-    (Policy(blacklist=(SEED_BLACKLIST,)), "localhost", 80, "si2", True, "", None),
-    (Policy(blacklist=(SEED_BLACKLIST,)), "localhost", 8080, "si", True, "", None),
+    # a blacklist rule scoped to streams through sink node si of cluster c
+    (Policy(blacklist=(SCOPED_BLACKLIST,)), "localhost", 80, "si", False, "blacklist.0", None),
+    (Policy(blacklist=(SCOPED_BLACKLIST,)), "localhost", 80, "si2", True, "", None),
+    (Policy(blacklist=(SCOPED_BLACKLIST,)), "localhost", 8080, "si", True, "", None),
     # whitelist: only these; blacklist carves out of it
     (
         Policy(whitelist=(rule("whitelist", host="*.example.com", port="443"),)),
@@ -483,16 +483,20 @@ def test_maplist_first_match_wins_and_applies_once() -> None:
     assert policy.map_target("b.example", 443)[:2] == ("c.example", 443)
     assert policy.map_target("x.example", 80)[:2] == ("x.example", 8080)
     assert policy.map_target("x.example", 81) == ("x.example", 81, None)
+    mapped = policy.map_target("x.example", 80)
+    assert (mapped.host, mapped.port, mapped.rule) == ("x.example", 8080, policy.maplist[3])
 
 
 def test_maplist_can_be_scoped_to_a_node() -> None:
     policy = Policy(maplist=(maprule(orghost="db", maphost="10.0.0.5", node="si"),))
-    assert policy.map_target("db", 1, node="si")[0] == "10.0.0.5"
-    assert policy.map_target("db", 1, node="si2")[0] == "db"
+    assert policy.map_target("db", 1, node="si").host == "10.0.0.5"
+    assert policy.map_target("db", 1, node="si2").host == "db"
 
 
 def test_rule_texts() -> None:
-    decision = Policy(blacklist=(SEED_BLACKLIST,)).evaluate("localhost", 80, cluster="c", node="si")
+    decision = Policy(blacklist=(SCOPED_BLACKLIST,)).evaluate(
+        "localhost", 80, cluster="c", node="si"
+    )
     assert decision.rule_text == "blacklist.0 (cluster=c node=si host=localhost port=80)"
     wl = Policy(
         whitelist=(rule("whitelist", "web.1", port="443"), rule("whitelist", "x", port="1"))
@@ -566,5 +570,9 @@ def test_client_host() -> None:
 def test_policy_ref_is_mutable_and_shared() -> None:
     ref = PolicyRef()
     assert ref.policy.empty
-    ref.policy = Policy(blacklist=(rule(host="*"),))
+    assert ref.admit("10.0.0.1").allowed and ref.evaluate("a", 1).allowed
+    ref.policy = Policy(blacklist=(rule(host="*"),), accesslist=(rule(host="10.0.0.0/8"),))
     assert not ref.policy.evaluate("a", 1).allowed
+    # admit and evaluate read the policy held at the moment of the call
+    assert not ref.evaluate("a", 1).allowed
+    assert ref.admit("10.0.0.1").allowed and not ref.admit("192.0.2.1").allowed

@@ -331,6 +331,8 @@ def test_credentials_on_connect():
         + b"\r\n\r\n"
     )
     assert request.credentials == ("alice", "s3cr3t")
+    assert request.credentials.user == "alice" and request.credentials.password == "s3cr3t"
+    assert "s3cr3t" not in repr(request.credentials)
     assert "s3cr3t" not in repr(request) and "alice" not in str(request)
 
 
