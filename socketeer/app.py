@@ -133,6 +133,8 @@ def _node_service(
         window=ss.window,
         grace=ss.grace_period,
         ping_interval=ss.ping_interval,
+        channel_wait=ss.connect_timeout,
+        max_waiting=ss.max_pending_opens,
         sealer=sealer,
     )
     svc = MultiService()

@@ -47,6 +47,10 @@ DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds, a sink's outbound connection
 #: connect timeout, so the sink's own connect timeout runs out first and its answer says why.
 OPEN_TIMEOUT_FACTOR = 3
 DEFAULT_OPEN_TIMEOUT = OPEN_TIMEOUT_FACTOR * DEFAULT_CONNECT_TIMEOUT
+#: OPENs and RESOLVEs a source keeps waiting while its channel is down (each for at most
+#: its connect timeout); beyond this many, a new one is refused at once.
+DEFAULT_MAX_PENDING_OPENS = 1024
+MAX_PENDING_OPENS_RANGE = (1, 1_000_000)
 DEFAULT_GRACE_PERIOD = 60.0  # seconds streams wait for a silent peer or a lost broker
 DEFAULT_PING_INTERVAL = 5.0  # seconds of silence before a peer node is pinged
 DEFAULT_FIXED_TYPE = 0

@@ -69,6 +69,7 @@ SOURCESINK_KEYS = (
     "blacklist",
     "maplist",
     "connecttimeout",
+    "maxpendingopens",
     "window",
     "socks4enabled",
     "socks5enabled",

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from socketeer.channel.url import ChannelSpec
 from socketeer.config.defaults import (
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_MAX_PENDING_OPENS,
     DEFAULT_PING_INTERVAL,
     DEFAULT_REQUIRE_ENCRYPTION,
     DEFAULT_SEAL_MAX_AGE,
@@ -128,6 +129,7 @@ class SourceSinkConfig:
     policy: Policy = EMPTY_POLICY  # its access list, whitelist, blacklist and maplist
     grace_period: float = DEFAULT_GRACE_PERIOD  # streams wait this long for a silent peer
     ping_interval: float = DEFAULT_PING_INTERVAL  # ping a peer node silent for this long
+    max_pending_opens: int = DEFAULT_MAX_PENDING_OPENS  # waiting for the channel, at most
 
     @property
     def is_source(self) -> bool:

@@ -20,12 +20,14 @@ from socketeer.config.defaults import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HTTP_ENABLED,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PENDING_OPENS,
     DEFAULT_PING_INTERVAL,
     DEFAULT_SOCKS4_ENABLED,
     DEFAULT_SOCKS5_ENABLED,
     DEFAULT_SPAWNING_SINK,
     DEFAULT_WINDOW,
     FIXED_TYPES,
+    MAX_PENDING_OPENS_RANGE,
     WINDOW_RANGE,
 )
 from socketeer.config.endpoints import listen_endpoint, read_interface
@@ -139,4 +141,7 @@ def sourcesink_config(props: Properties, sid: str, warnings: list[str]) -> Sourc
         proxy=proxy,
         grace_period=props.positive_float(k("graceperiod"), DEFAULT_GRACE_PERIOD),
         ping_interval=props.positive_float(k("pinginterval"), DEFAULT_PING_INTERVAL),
+        max_pending_opens=props.integer(
+            k("maxpendingopens"), DEFAULT_MAX_PENDING_OPENS, *MAX_PENDING_OPENS_RANGE
+        ),
     )

@@ -18,6 +18,7 @@ twice and nothing on the data path changes when metrics are on:
                                             forged (``seal-auth``), replayed, stale, ...
 ``socketeer_denied_total{rule}``            connections and streams refused by a rule
 ``socketeer_channel_connected``             1 while the node's broker connection is up
+``socketeer_channel_waiting``               new OPENs and RESOLVEs waiting for that connection
 ``socketeer_channel_connects_total``        successful broker connections (and subscribes)
 ``socketeer_channel_reconnects_total``      the same, less the first
 ``socketeer_peer_rtt_seconds{peer}``        last measured ping round trip to a peer node
@@ -83,6 +84,9 @@ class SocketeerCollector(Collector):
         connected = gauge("socketeer_channel_connected", "1 while the broker connection is up")
         connects = counter("socketeer_channel_connects", "Broker connections made")
         reconnects = counter("socketeer_channel_reconnects", "Broker connections after the first")
+        waiting = gauge(
+            "socketeer_channel_waiting", "New OPENs and RESOLVEs waiting for the broker connection"
+        )
         rtt = gauge("socketeer_peer_rtt_seconds", "Last ping round trip to a peer", ("peer",))
         seen = gauge(
             "socketeer_peer_last_seen_timestamp_seconds", "When a peer was last heard", ("peer",)
@@ -115,6 +119,7 @@ class SocketeerCollector(Collector):
             connected.add_metric(who, 1 if ch.connected else 0)
             connects.add_metric(who, ch.connects)
             reconnects.add_metric(who, ch.reconnects)
+            waiting.add_metric(who, ch.waiting)
             for p in n.peers:
                 if p.rtt is not None:
                     rtt.add_metric([*who, p.node], p.rtt)
@@ -123,7 +128,7 @@ class SocketeerCollector(Collector):
                 events.add_metric([*who, event], count)
 
         yield from (opened, closed, failed, expired, live, relayed, messages, dropped, denied)
-        yield from (connected, connects, reconnects, rtt, seen, events)
+        yield from (connected, connects, reconnects, waiting, rtt, seen, events)
         if snap.broker_connections is not None:
             broker = GaugeMetricFamily(
                 "socketeer_broker_connections", "Clients of the embedded broker"

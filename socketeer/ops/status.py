@@ -51,6 +51,7 @@ def channel_report(ss: SourcesinkState) -> dict[str, Any]:
         "url": ss.url,
         "connects": ch.connects,
         "reconnects": ch.reconnects,
+        "waiting": ch.waiting,
     }
 
 
@@ -204,7 +205,9 @@ def render_html(snap: Mapping[str, Any]) -> str:
         brokers = ", ".join(b for b in ch["brokers"] if b)
         parts.append(
             f"<h2>{e(n['id'])}: {e(n['cluster'])}/{e(n['node'])} ({e(n['role'])})</h2>"
-            f"<p>channel {state}; {ch['reconnects']} reconnects; brokers: {e(brokers)}</p>"
+            f"<p>channel {state}; {ch['reconnects']} reconnects; brokers: {e(brokers)}"
+            + (f"; {ch['waiting']} waiting for it" if ch["waiting"] else "")
+            + "</p>"
             f"<p>streams: {t['streams_open']} open, {t['streams_opened']} opened, "
             f"{t['streams_closed']} closed; {e(human_bytes(t['bytes_out']))} out, "
             f"{e(human_bytes(t['bytes_in']))} in; messages {t['messages_out']} out, "

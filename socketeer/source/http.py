@@ -40,6 +40,10 @@ def failure_response(reason: OpenFailure, target: str) -> bytes:
     """The proxy's answer when the sink could not reach the origin (RFC 9110 502 / 504)."""
     if reason is OpenFailure.TIMEOUT:
         return error_response(504, "Gateway Timeout", f"Timed out connecting to {target}.\n")
+    if reason in (OpenFailure.NO_SINK, OpenFailure.CHANNEL_LOST):  # the tunnel, not the origin
+        return error_response(
+            504, "Gateway Timeout", f"The tunnel did not reach {target} in time ({reason.value}).\n"
+        )
     if reason is OpenFailure.DENIED:
         return error_response(403, "Forbidden", f"Access to {target} is not allowed.\n")
     text = {

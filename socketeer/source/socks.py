@@ -25,8 +25,10 @@ SOCKS5_REPLY = {
     OpenFailure.NETWORK_UNREACHABLE: 0x03,
     OpenFailure.TIMEOUT: 0x06,
     OpenFailure.DENIED: 0x02,
-    OpenFailure.NO_SINK: 0x01,
-    OpenFailure.CHANNEL_LOST: 0x01,
+    # The tunnel could not reach the sink node in time: for the client, the host is
+    # unreachable (0x01, "general failure", would hide that nothing reached the target).
+    OpenFailure.NO_SINK: 0x04,
+    OpenFailure.CHANNEL_LOST: 0x04,
     OpenFailure.ERROR: 0x01,
 }
 

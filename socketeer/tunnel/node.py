@@ -14,18 +14,20 @@ and :class:`~socketeer.tunnel.stats.NodeStats` (counters); :meth:`Node.snapshot`
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from socketeer import logs
 from socketeer.config.defaults import (
+    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FIXED_TYPE,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_MAX_PENDING_OPENS,
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_WINDOW,
@@ -36,7 +38,7 @@ from socketeer.tunnel.registry import StreamRegistry
 from socketeer.tunnel.resolve import PendingResolves, answer_body, request_body
 from socketeer.tunnel.snapshot import ChannelState, NodeSnapshot
 from socketeer.tunnel.stats import NodeStats
-from socketeer.tunnel.stream import Stream
+from socketeer.tunnel.stream import Phase, Stream
 from socketeer.wire.envelope import (
     BROADCAST,
     Envelope,
@@ -62,6 +64,12 @@ def _is_resync(env: Envelope) -> bool:
         return env.params().get("r") == "1"
     except EnvelopeError:
         return False
+
+
+#: Seconds before an unanswered OPEN or RESOLVE is first sent again; the delay doubles up to
+#: RETRY_MAX. A healthy sink answers in milliseconds, so this only fires after a loss.
+RETRY_FIRST = 0.5
+RETRY_MAX = 4.0
 
 
 class ChannelLink:
@@ -105,6 +113,8 @@ class Node:
         grace: float = DEFAULT_GRACE_PERIOD,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         sealer: Sealer | None = None,
+        channel_wait: float = DEFAULT_CONNECT_TIMEOUT,
+        max_waiting: int = DEFAULT_MAX_PENDING_OPENS,
     ) -> None:
         self.cluster = check_name(cluster, "cluster name")
         self.name = check_name(name, "node name")
@@ -125,6 +135,13 @@ class Node:
         self._liveness: LoopingCall | None = None
         self._counter = 0
         self._ready_waiters: list[Deferred] = []
+        #: How long a new OPEN or RESOLVE waits for a channel that is down, and how many may.
+        self.channel_wait = channel_wait
+        self.max_waiting = max_waiting
+        #: OPENs (by stream key) and RESOLVEs (by (peer, request id)) waiting for the channel.
+        self._waiting: dict[tuple[str, str], IDelayedCall] = {}
+        #: RESOLVEs in flight, for retransmission: (peer, request id) -> body.
+        self._resolve_bodies: dict[tuple[str, str], bytes] = {}
 
     @property
     def streams(self) -> StreamRegistry:
@@ -148,6 +165,7 @@ class Node:
                 congested=link is not None and self._congested,
                 broker=getattr(link, "broker", None),  # a bare link (tests) has none
                 connects=self.stats.channel_connects,
+                waiting=len(self._waiting),
             ),
             peers=self.peers.states(),
             streams=self._streams.states(),
@@ -175,6 +193,9 @@ class Node:
 
     def stream_done(self, stream: Stream) -> None:
         self._streams.ended(stream)
+        waiting = self._waiting.pop(stream.key, None)
+        if waiting is not None and waiting.active():
+            waiting.cancel()  # the client gave up while the OPEN waited for the channel
         stats = self.stats
         if stream.failure is not None:
             stats.open_failed[stream.failure] += 1
@@ -242,9 +263,14 @@ class Node:
     ) -> Stream:
         """Start a stream to ``host:port`` through the sink node ``peer``.
 
-        The OPEN goes out at once when the channel is up, or as soon as it comes up; the local
-        socket is not read until then. Either way the stream fails if no answer comes within
-        ``timeout``.
+        The OPEN goes out at once when the channel is up. While the channel is down it waits
+        for it, up to ``channel_wait`` seconds (then the stream fails with CHANNEL_LOST, as a
+        slow target would time out); at most ``max_waiting`` OPENs and RESOLVEs wait at once.
+        An OPEN the peer has not answered is sent again, with backoff, until the peer is
+        heard on the stream: one sent while the peer itself was reconnecting would otherwise
+        be lost. The sink drops a repeated OPEN of a stream it has (or ended recently), so
+        the target sees one connection. Either way the stream fails if no answer comes
+        within ``timeout``. The local socket is not read until the stream is open.
         """
         stream = Stream(
             self,
@@ -260,8 +286,14 @@ class Node:
             timeout, stream.fail, OpenFailure.NO_SINK, f"no answer from node {peer}"
         )
         self.peers.expect(peer, self.clock.seconds())
+        if self._link is None:
+            self._wait_for_channel(
+                stream.key, lambda why: stream.fail(OpenFailure.CHANNEL_LOST, why)
+            )
         # Sent now, or (no channel yet) kept in the stream's outbox until the channel is ready.
         stream.send(MsgType.OPEN, body)
+        if self._link is not None:
+            self._schedule_retry(stream, RETRY_FIRST)
         # Logged after the OPEN left: the line costs tens of µs, not on the connect path.
         self.log.info(
             "stream {resource} from {client} to {target} via {peer}: opening",
@@ -283,11 +315,74 @@ class Node:
         self._counter += 1
         rid = f"{self.incarnation}-r{self._counter}"
         d = self._resolves.expect(peer, rid, timeout)
-        if self._link is None:
-            self._resolves.fail(peer, rid, OpenFailure.CHANNEL_LOST)
+        key = (peer, rid)
+        body = self._resolve_bodies[key] = request_body(name, reverse)
+        d.addBoth(self._resolve_settled, key)
+        if self._link is None:  # waits for the channel, as an OPEN does
+            self._wait_for_channel(
+                key, lambda why: self._resolves.fail(peer, rid, OpenFailure.CHANNEL_LOST)
+            )
         else:
-            self._send(MsgType.RESOLVE, peer, rid, 0, request_body(name, reverse))
+            self._send(MsgType.RESOLVE, peer, rid, 0, body)
+            self._schedule_resolve_retry(key, RETRY_FIRST)
         return d
+
+    def _resolve_settled(self, result: object, key: tuple[str, str]) -> object:
+        self._resolve_bodies.pop(key, None)
+        waiting = self._waiting.pop(key, None)
+        if waiting is not None and waiting.active():
+            waiting.cancel()
+        return result
+
+    # -- waiting for the channel, and sending again --------------------------------------------
+
+    def _wait_for_channel(self, key: tuple[str, str], give_up: Callable[[str], object]) -> None:
+        """Keep a new OPEN or RESOLVE until the channel is back, ``channel_wait`` at most.
+
+        Past ``max_waiting`` it is refused instead, on the next reactor turn (after the caller
+        has set its callbacks), so an outage cannot pile up connections without bound.
+        """
+        if len(self._waiting) >= self.max_waiting:
+            self.stats.channel_wait_refused += 1
+            why = f"{self.max_waiting} requests already wait for the channel to the broker"
+            self.clock.callLater(0, give_up, why)
+            return
+        self.stats.channel_waits += 1
+        self._waiting[key] = self.clock.callLater(
+            self.channel_wait, self._wait_expired, key, give_up
+        )
+
+    def _wait_expired(self, key: tuple[str, str], give_up: Callable[[str], object]) -> None:
+        if self._waiting.pop(key, None) is None:
+            return
+        self.stats.channel_wait_expired += 1
+        give_up(f"no channel to the broker for {self.channel_wait:g}s")
+
+    def _schedule_retry(self, stream: Stream, delay: float) -> None:
+        stream.retry_timer = self.clock.callLater(delay, self._retry_open, stream, delay)
+
+    def _retry_open(self, stream: Stream, delay: float) -> None:
+        """The OPEN got no answer yet: send it again (and ask the peer to resend its side),
+        unless the peer has been heard on the stream."""
+        stream.retry_timer = None
+        if stream.phase is not Phase.OPENING or stream.heard_from_peer:
+            return
+        if self._link is not None:
+            self.stats.retransmits += 1
+            stream.resync()
+        self._schedule_retry(stream, min(delay * 2, RETRY_MAX))
+
+    def _schedule_resolve_retry(self, key: tuple[str, str], delay: float) -> None:
+        self.clock.callLater(delay, self._retry_resolve, key, delay)
+
+    def _retry_resolve(self, key: tuple[str, str], delay: float) -> None:
+        body = self._resolve_bodies.get(key)
+        if body is None:
+            return  # answered, failed or timed out
+        if self._link is not None and key not in self._waiting:
+            self.stats.retransmits += 1
+            self._send(MsgType.RESOLVE, key[0], key[1], 0, body)
+        self._schedule_resolve_retry(key, min(delay * 2, RETRY_MAX))
 
     def answer_resolve(
         self, request: Envelope, address: str | None, failure: OpenFailure | None = None
@@ -319,8 +414,18 @@ class Node:
         )
         # Whatever was sent while the channel was down (or lost with the old connection) is
         # resent, and each peer is asked to resend what we missed: streams survive.
+        waiting, self._waiting = self._waiting, {}
+        for timer in waiting.values():
+            if timer.active():
+                timer.cancel()
         for stream in list(self._streams.values()):
             stream.resync()
+            if stream.key in waiting and stream.retry_timer is None:
+                self._schedule_retry(stream, RETRY_FIRST)
+        for key, body in list(self._resolve_bodies.items()):
+            self._send(MsgType.RESOLVE, key[0], key[1], 0, body)
+            if key in waiting:  # the others have their retry timer running already
+                self._schedule_resolve_retry(key, RETRY_FIRST)
         self._update_all()
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
@@ -340,7 +445,8 @@ class Node:
             return
         self._link = None
         self._update_all()
-        self._resolves.fail_all(OpenFailure.CHANNEL_LOST)
+        # RESOLVEs in flight are sent again (retransmission) once the channel is back, within
+        # their own timeout; streams resume from their outboxes.
 
     # -- liveness ------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ class ChannelState:
     broker: str | None
     #: Successful connections (and subscriptions) so far.
     connects: int
+    #: New OPENs and RESOLVEs waiting for the channel to come back.
+    waiting: int = 0
 
     @property
     def reconnects(self) -> int:

@@ -46,6 +46,13 @@ class NodeStats:
     open_refused: int = 0
     #: PONGs received (answers to our pings).
     pongs: int = 0
+    #: OPENs and RESOLVEs that waited for the channel to the broker; those that waited in
+    #: vain (``channel_wait`` passed), and those refused because too many waited already.
+    channel_waits: int = 0
+    channel_wait_expired: int = 0
+    channel_wait_refused: int = 0
+    #: OPENs and RESOLVEs sent again because no answer had come.
+    retransmits: int = 0
     #: Connections and streams a policy refused, by rule.
     denied: Counter[str] = field(default_factory=Counter)
     #: Streams that could not open, by reason.
@@ -75,7 +82,14 @@ DROPPED = {
     "dropped_unconnected": "dropped-unconnected",
 }
 #: Totals with no metric of their own (the ``event`` label of ``socketeer_events_total``).
-EVENTS = {"open_refused": "open-refused", "pongs": "pongs"}
+EVENTS = {
+    "open_refused": "open-refused",
+    "pongs": "pongs",
+    "channel_waits": "channel-waits",
+    "channel_wait_expired": "channel-wait-expired",
+    "channel_wait_refused": "channel-wait-refused",
+    "retransmits": "retransmits",
+}
 #: The label of a sealed message refused for ``reason``, among the dropped ones.
 SEAL_PREFIX = "seal-"
 
@@ -98,6 +112,10 @@ class Counts:
     dropped_unconnected: int = 0
     open_refused: int = 0
     pongs: int = 0
+    channel_waits: int = 0
+    channel_wait_expired: int = 0
+    channel_wait_refused: int = 0
+    retransmits: int = 0
     denied: Mapping[str, int] = field(default_factory=dict)
     open_failed: Mapping[OpenFailure, int] = field(default_factory=dict)
     seal_refused: Mapping[str, int] = field(default_factory=dict)

@@ -140,6 +140,7 @@ class Stream:
         self.on_open_failed: Callable[[Stream, OpenFailure, str], None] | None = None
         self.on_finish: Callable[[Stream], None] | None = None
         self.open_timer: IDelayedCall | None = None
+        self.retry_timer: IDelayedCall | None = None  # the node's OPEN retransmission
         self.protocol: IProtocol | None = None  # what runs on the stream, once attached
         self._half_closeable = False  # the protocol takes readConnectionLost
         self._producer: IPushProducer | None = None  # what the window pauses (the protocol's)
@@ -456,10 +457,16 @@ class Stream:
         """Close cleanly on service stop: tell the peer, end the protocol on the stream."""
         self.loseConnection()
 
+    @property
+    def heard_from_peer(self) -> bool:
+        """Whether any message of the peer's for this stream has arrived (so it has the OPEN)."""
+        return bool(self.peer_incarnation)
+
     def _cancel_open_timer(self) -> None:
-        if self.open_timer is not None and self.open_timer.active():
-            self.open_timer.cancel()
-        self.open_timer = None
+        for timer in (self.open_timer, self.retry_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.open_timer = self.retry_timer = None
 
     def _finish(self) -> None:
         self._phase = Phase.CLOSED

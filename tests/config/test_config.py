@@ -279,6 +279,12 @@ ERROR_CASES: list[tuple[dict[str, str | None], str, bool, list[str]]] = [
     ),
     ({"0.window": "1e6"}, "0.window", True, ["invalid integer '1e6'", "65536..67108864"]),
     (
+        {"1.maxpendingopens": "0"},
+        "1.maxpendingopens",
+        True,
+        ["0 is out of range", "an integer 1..1000000"],
+    ),
+    (
         {"1.nodename": "si"},
         "1.nodename",
         True,
@@ -657,6 +663,7 @@ def test_optional_values_and_defaults() -> None:
         "g.messagingserveruser.bob": " pw2 ",
         "1.connecttimeout": "2.5",
         "1.window": "67108864",
+        "1.maxpendingopens": "10",
         "1.fixedType": "0",
         "1.isSpawningAndResolvingSink": "1",
     }
@@ -666,6 +673,7 @@ def test_optional_values_and_defaults() -> None:
     sink, source = config.sourcesinks
     assert (sink.connect_timeout, sink.window, sink.fixed_type) == (10.0, 4 * 1024 * 1024, 0)
     assert (source.connect_timeout, source.window) == (2.5, 67108864)
+    assert (sink.max_pending_opens, source.max_pending_opens) == (1024, 10)
     assert source.spawning_sink and source.is_source
     assert not sink.is_source
 

@@ -76,6 +76,7 @@ def test_status_json_of_a_node():
                     "url": None,
                     "connects": 1,
                     "reconnects": 0,
+                    "waiting": 0,
                 },
                 "peers": [
                     {

@@ -10,7 +10,7 @@ from socketeer.tunnel.node import Node
 from socketeer.tunnel.reasons import OpenFailure
 from socketeer.tunnel.relay import SocketRelay
 from socketeer.tunnel.snapshot import ChannelState
-from socketeer.tunnel.stream import Phase
+from socketeer.tunnel.stream import Phase, Stream
 from socketeer.wire.envelope import Envelope, MsgType, encode_params
 from socketeer.wire.seal import Sealer
 from socketeer.wire.stompframing import StompFrameParser
@@ -216,3 +216,113 @@ def test_sealed_refusals_are_counted_by_the_node_and_logged_at_a_rate_limit():
     assert node.stats.seal_refused == {"auth": 6} and node.stats.malformed == 0
     lines = [(e["count"], e["more"]) for e in events if "dropped a message" in e["log_format"]]
     assert lines == [(1, ""), (6, ", 4 not logged")]
+
+
+# -- new streams ride out a channel outage -------------------------------------------------
+
+
+def opens(link: Link) -> list[Envelope]:
+    return [e for e in link.sent if e.type is MsgType.OPEN]
+
+
+def test_an_open_waits_for_the_channel_and_goes_out_when_it_is_back():
+    clock = Clock()
+    node = Node("c", "so", "t", clock, incarnation="me", channel_wait=10)
+    stream = node.open_stream("si", "example.org", 80)
+    failed: list = []
+    stream.on_open_failed = lambda s, reason, message: failed.append(reason)
+    assert node.snapshot().channel.waiting == 1
+    clock.advance(9.9)
+    link = Link()
+    node.channel_ready(link)
+    (sent,) = opens(link)
+    assert sent.resource == stream.resource and node.snapshot().channel.waiting == 0
+    node.envelope_received(from_peer(MsgType.OPEN_OK, stream.resource))
+    assert stream.phase is Phase.OPEN and not failed
+    assert node.stats.channel_waits == 1
+
+
+def test_an_open_fails_when_the_channel_stays_down_for_channel_wait():
+    clock = Clock()
+    node = Node("c", "so", "t", clock, incarnation="me", channel_wait=10)
+    stream = node.open_stream("si", "example.org", 80)
+    failed: list = []
+    stream.on_open_failed = lambda s, reason, message: failed.append((reason, message))
+    clock.advance(10)
+    assert failed == [(OpenFailure.CHANNEL_LOST, "no channel to the broker for 10s")]
+    assert node.stats.channel_wait_expired == 1 and node.snapshot().channel.waiting == 0
+    link = Link()
+    node.channel_ready(link)
+    assert opens(link) == []  # given up: never sent
+
+
+def test_a_client_that_gives_up_while_waiting_leaves_nothing_behind():
+    clock = Clock()
+    node = Node("c", "so", "t", clock, incarnation="me", channel_wait=10)
+    stream = node.open_stream("si", "example.org", 80)
+    stream.loseConnection()
+    assert node.snapshot().channel.waiting == 0
+    link = Link()
+    node.channel_ready(link)
+    assert opens(link) == []
+
+
+def test_waiting_opens_are_bounded_and_the_excess_refused_on_the_next_turn():
+    clock = Clock()
+    node = Node("c", "so", "t", clock, incarnation="me", max_waiting=2)
+    streams = [node.open_stream("si", "example.org", 80 + i) for i in range(3)]
+    failed: list = []
+    for s in streams:
+        s.on_open_failed = lambda s, reason, message: failed.append((s, reason))
+    assert failed == []  # the caller's callbacks are set before the refusal comes
+    clock.advance(0)
+    assert failed == [(streams[2], OpenFailure.CHANNEL_LOST)]
+    assert node.stats.channel_wait_refused == 1 and node.snapshot().channel.waiting == 2
+
+
+def test_an_unanswered_open_is_sent_again_until_the_peer_is_heard():
+    node, clock, link = make_node()
+    stream = node.open_stream("si", "example.org", 80)
+    clock.advance(0.5)
+    clock.advance(1)
+    assert len(opens(link)) == 3 and {e.seq for e in opens(link)} == {0}
+    assert node.stats.retransmits == 2
+    # The sink answers the resync request with an ACK: it has the OPEN, so no more copies.
+    node.envelope_received(
+        from_peer(MsgType.ACK, stream.resource, body=encode_params({"n": 0, "s": 1}))
+    )
+    clock.advance(20)  # still within the open timeout (30 s)
+    assert len(opens(link)) == 3 and stream.phase is Phase.OPENING
+
+
+def test_an_answered_open_is_never_sent_again():
+    node, clock, link = make_node()
+    stream, _ = open_one(node, link)
+    clock.advance(60)
+    assert len(opens(link)) == 1 and stream.retry_timer is None
+
+
+def test_the_sink_executes_a_repeated_open_once():
+    clock = Clock()
+    sink_node = Node("c", "si", "t", clock, incarnation="sink")
+    link = Link()
+    sink_node.channel_ready(link)
+    served: list[Envelope] = []
+
+    class Sink:
+        def open(self, request: Envelope) -> None:
+            served.append(request)
+            sink_node.add_stream(
+                Stream(sink_node, request.source, request.resource, 1 << 20, rx_seq=1)
+            )
+
+        def resolve(self, request: Envelope) -> None:  # pragma: no cover - not asked
+            raise AssertionError
+
+    sink_node.serve(Sink())
+    request = Envelope(
+        MsgType.OPEN, "c", "so", "si", "me-1", 0, 0, "me", encode_params({"host": "h", "port": 1})
+    )
+    for _ in range(3):
+        sink_node.envelope_received(request)
+    assert len(served) == 1

@@ -68,8 +68,6 @@ def test_bodies():
 def test_node_resolves_through_its_peer():
     clock = Clock()
     node = Node("c", "so", "t", clock, incarnation="me")
-    d = node.resolve("si", "example.org")
-    assert outcome(d).reason is OpenFailure.CHANNEL_LOST  # no channel: at once
     link = Link()
     node.channel_ready(link)
     d = node.resolve("si", "example.org", reverse=True)
@@ -80,9 +78,70 @@ def test_node_resolves_through_its_peer():
     }
     node.envelope_received(answer(request.resource, answer_body("host.example")))
     assert outcome(d) == "host.example"
+    clock.advance(60)
+    assert len(link.sent) == 1  # answered: never sent again
+    assert not clock.getDelayedCalls()
+
+
+def test_a_resolve_waits_for_the_channel_and_goes_out_when_it_is_back():
+    clock = Clock()
+    node = Node("c", "so", "t", clock, incarnation="me", channel_wait=10)
+    d = node.resolve("si", "example.org")
+    assert not d.called and node.snapshot().channel.waiting == 1
+    clock.advance(9)
+    link = Link()
+    node.channel_ready(link)
+    (request,) = link.sent
+    assert request.type is MsgType.RESOLVE and node.snapshot().channel.waiting == 0
+    node.envelope_received(answer(request.resource, answer_body("192.0.2.9")))
+    assert outcome(d) == "192.0.2.9"
+    assert node.stats.channel_waits == 1 and node.stats.channel_wait_expired == 0
+
+
+def test_a_resolve_fails_when_the_channel_stays_down():
+    clock = Clock()
+    node = Node("c", "so", "t", clock, incarnation="me", channel_wait=10)
+    d = node.resolve("si", "example.org")
+    clock.advance(10)
+    assert outcome(d).reason is OpenFailure.CHANNEL_LOST
+    assert node.stats.channel_wait_expired == 1 and node.snapshot().channel.waiting == 0
+    link = Link()
+    node.channel_ready(link)
+    assert link.sent == []  # given up: not sent later
+
+
+def test_a_resolve_in_flight_rides_out_a_channel_loss_and_is_sent_again():
+    clock = Clock()
+    node = Node("c", "so", "t", clock, incarnation="me")
+    first = Link()
+    node.channel_ready(first)
     d = node.resolve("si", "example.org")
     node.channel_lost()
-    assert outcome(d).reason is OpenFailure.CHANNEL_LOST
+    assert not d.called
+    second = Link()
+    node.channel_ready(second)
+    (again,) = second.sent
+    assert again.resource == first.sent[0].resource  # the same request id: one answer counts
+    node.envelope_received(answer(again.resource, answer_body("192.0.2.1")))
+    node.envelope_received(answer(again.resource, answer_body("192.0.2.2")))  # a duplicate
+    assert outcome(d) == "192.0.2.1"
+
+
+def test_an_unanswered_resolve_is_sent_again_with_backoff():
+    clock = Clock()
+    node = Node("c", "so", "t", clock, incarnation="me")
+    link = Link()
+    node.channel_ready(link)
+    d = node.resolve("si", "example.org", timeout=30)
+    for _ in range(30):
+        clock.advance(1)
+    assert outcome(d).reason is OpenFailure.TIMEOUT
+    sends = [e for e in link.sent if e.type is MsgType.RESOLVE]
+    # 0, 0.5, 1.5, 3.5, 7.5, 11.5, ... (the delay doubles up to 4 s)
+    assert 5 <= len(sends) <= 10 and len({e.resource for e in sends}) == 1
+    assert node.stats.retransmits == len(sends) - 1
+    clock.advance(60)
+    assert len([e for e in link.sent if e.type is MsgType.RESOLVE]) == len(sends)
 
 
 @pytest.mark.parametrize("serving", [False, True])
