@@ -7,7 +7,7 @@ loopback, a target that writes ``--size-mib`` as fast as it can, and a client th
 ``--rate-mib`` per second for ``--seconds``, then drains the rest at full speed and checks
 the sha256. While the reader is slow it samples every Socketeer process's RSS (VmRSS) once
 a second and prints the maximum and the growth over the baseline: flow control works when
-the growth stays near one window (default 1 MiB) per hop, not near the bytes written.
+the growth stays near one window (default 4 MiB) per hop, not near the bytes written.
 """
 
 from __future__ import annotations

@@ -18,10 +18,45 @@ from collections.abc import Sequence
 from typing import IO
 
 from socketeer import __version__
-from socketeer.cli import check, connect, genkey, hash_password, status
+from socketeer.config.defaults import DEFAULT_STATUS_URL
 from socketeer.passwords import DEFAULT_ITERATIONS
 
 __all__ = ["main"]
+
+
+# Each subcommand's module is imported only when that command runs: ``connect`` builds a
+# whole node (the service tree, Twisted's reactor) and ``check`` the configuration reader,
+# and ``genkey`` should not wait for either.
+
+
+def _check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from socketeer.cli.check import cmd_check
+
+    return cmd_check(args, out, err)
+
+
+def _genkey(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from socketeer.cli.genkey import cmd_genkey
+
+    return cmd_genkey(args, out, err)
+
+
+def _hash_password(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from socketeer.cli.hash_password import cmd_hash_password
+
+    return cmd_hash_password(args, out, err)
+
+
+def _status(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from socketeer.cli.status import cmd_status
+
+    return cmd_status(args, out, err)
+
+
+def _connect(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from socketeer.cli.connect import cmd_connect
+
+    return cmd_connect(args, out, err)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and warnings")
     p.add_argument("--strict", action="store_true", help="warnings fail the check too")
-    p.set_defaults(func=check.cmd_check)
+    p.set_defaults(func=_check)
 
     p = sub.add_parser(
         "genkey",
@@ -52,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "base64 of --bytes random bytes).",
     )
     p.add_argument("--bytes", type=int, default=32, help="random bytes (default 32)")
-    p.set_defaults(func=genkey.cmd_genkey)
+    p.set_defaults(func=_genkey)
 
     p = sub.add_parser(
         "hash-password",
@@ -67,13 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_ITERATIONS,
         help=f"default {DEFAULT_ITERATIONS}",
     )
-    p.set_defaults(func=hash_password.cmd_hash_password)
+    p.set_defaults(func=_hash_password)
 
     p = sub.add_parser(
         "status",
         help="show the status endpoint in the terminal",
         description="Fetch a running Socketeer's /status and show its nodes, peers and "
-        f"streams. URL defaults to the status server of -c FILE, else {status.DEFAULT_STATUS_URL}. "
+        f"streams. URL defaults to the status server of -c FILE, else {DEFAULT_STATUS_URL}. "
         "Credentials: http://user:pass@host:port/ or --user (password from "
         "$SOCKETEER_STATUS_PASSWORD or a prompt).",
     )
@@ -85,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--watch", type=float, metavar="SECONDS", help="refresh every SECONDS, with rates"
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
-    p.set_defaults(func=status.cmd_status)
+    p.set_defaults(func=_status)
 
     p = sub.add_parser(
         "connect",
@@ -105,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
     p.add_argument("host", metavar="HOST")
     p.add_argument("port", metavar="PORT", type=int)
-    p.set_defaults(func=connect.cmd_connect)
+    p.set_defaults(func=_connect)
     return parser
 
 

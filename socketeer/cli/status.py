@@ -14,12 +14,10 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from socketeer.config.defaults import DEFAULT_INTERFACE, DEFAULT_STATUS_PORT
+from socketeer.config.defaults import DEFAULT_STATUS_URL
 from socketeer.config.endpoints import endpoint_fields
 from socketeer.config.load import load_config
-from socketeer.ops.status import human_bytes, human_seconds
-
-DEFAULT_STATUS_URL = f"http://{DEFAULT_INTERFACE}:{DEFAULT_STATUS_PORT}/status"
+from socketeer.ops.human import human_bytes, human_seconds
 
 
 def _url_from_config(path: str) -> str:

@@ -35,6 +35,8 @@ DEFAULT_SEAL_MAX_AGE = DEFAULT_MAX_AGE
 
 DEFAULT_STATUS_ENABLED = False
 DEFAULT_STATUS_PORT = 9626
+#: Where ``socketeer status`` looks without a URL or a configuration.
+DEFAULT_STATUS_URL = f"http://{DEFAULT_INTERFACE}:{DEFAULT_STATUS_PORT}/status"
 
 # -- a sourcesink (socketeer.sourcesink.<id>.*) -----------------------------------------------
 

@@ -30,6 +30,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from socketeer.ops.human import human_bytes, human_seconds
 from socketeer.ops.snapshot import ServiceSnapshot, SourcesinkState, take_snapshot
 from socketeer.passwords import verify
 from socketeer.secret import Secret
@@ -134,26 +135,6 @@ _STYLE = (
     "th{background:#f0f0f0}td.n{text-align:right;font-variant-numeric:tabular-nums}"
     ".up{color:#070}.down{color:#b00}"
 )
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover - the loop always returns
-
-
-def human_seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 1:
-        return f"{s * 1000:.1f} ms"
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
 
 
 def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]], numeric: set[int]) -> str:

@@ -236,7 +236,7 @@ class Stream:
         self._half_closeable = IHalfCloseableProtocol.providedBy(protocol)
         protocol.makeConnection(self)
         if self._phase is Phase.CLOSED:
-            self._close_local(ENDED)
+            self._close_local(ENDED if self.failure is None else DROPPED)
             return
         pending, self._pending = self._pending, []
         for env in pending:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
 
 import pytest
 import pytest_twisted
@@ -48,3 +50,16 @@ def test_help(argv, capsys):
         main(argv)
     assert e.value.code == 0
     assert "socketeer" in capsys.readouterr().out
+
+
+def test_the_light_commands_do_not_load_twisted():
+    """``check``, ``genkey``, ``hash-password`` and ``status`` start fast (systemd runs
+    ``socketeer check`` before every start): only ``connect`` loads a node and the reactor."""
+    code = (
+        "import sys\n"
+        "import socketeer.cli.main, socketeer.cli.check, socketeer.cli.genkey\n"
+        "import socketeer.cli.hash_password, socketeer.cli.status\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'zope'))[:5])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -7,8 +7,8 @@ import inspect
 from twisted.internet.task import Clock
 
 from socketeer.channel.url import SCHEMES, parse_channel_url
-from socketeer.cli.status import DEFAULT_STATUS_URL as STATUS_URL
 from socketeer.config import defaults
+from socketeer.config.defaults import DEFAULT_STATUS_URL as STATUS_URL
 from socketeer.config.load import parse_config
 from socketeer.config.model import Config, SourceSinkConfig
 from socketeer.sink.connect import Sink

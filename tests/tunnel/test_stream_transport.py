@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
@@ -214,3 +214,15 @@ def test_pausing_the_stream_withholds_credit_until_resumed():
     stream.resumeProducing()
     acks = [decode_params(b) for k, _, b in host.sent if k is MsgType.ACK]
     assert acks == [{"n": "600", "s": "1"}]
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_attaching_to_an_ended_stream_reports_how_it_ended(failed: bool):
+    stream = Stream(FakeHost(), "peer", "r1", 1000)
+    if failed:
+        stream.fail(OpenFailure.REFUSED, "refused", notify_peer=False)
+    else:
+        stream.receive(env(MsgType.CLOSE, 0))
+    proto = Recorder()
+    stream.attach_protocol(proto)
+    assert proto.events == ["made", ("lost", ConnectionLost if failed else ConnectionDone)]
