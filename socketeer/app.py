@@ -203,6 +203,8 @@ def build_service(config: Config, reactor) -> SocketeerService:
             users={k: v.value for k, v in config.broker.users.items()},
             limits=limits,
             destinations=config.broker.destinations,
+            subscriber_queue=config.broker.subscriber_queue,
+            slow_subscriber_timeout=config.broker.slow_subscriber_timeout,
         )
         if config.broker.listen is not None:  # messagingserverport=none: TLS only
             broker = broker_service(config.broker.listen, factory, reactor)

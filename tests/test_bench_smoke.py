@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import client, common, peers, profile, report, run, target  # noqa: E402
+from bench import client, common, hol, peers, profile, report, run, target  # noqa: E402
 
 
 def test_modules_import() -> None:
@@ -130,3 +130,13 @@ def test_report_renders_targets() -> None:
     assert rows["1,000 concurrent streams held without error"]["met"] is False
     text = report.render(results)
     assert "**missed**" in text and "timed out after 1s" in text
+
+
+def test_hol_summary() -> None:
+    assert hol.summary([]) == {"n": 0}
+    rtts = [0.002] * 98 + [1.5, 3.0]
+    figures = hol.summary(rtts)
+    assert figures["n"] == 100 and figures["p50_ms"] == 2.0
+    assert figures["max_ms"] == 3000.0 and figures["over_1s"] == 2
+    assert figures["p99_ms"] == pytest.approx(1515.0)
+    assert callable(hol.main)

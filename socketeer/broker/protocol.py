@@ -14,20 +14,24 @@ Any protocol error earns that client (and only that client) an ERROR frame
 followed by ``loseConnection``; if the peer does not read it within
 ``close_timeout`` seconds the connection is aborted.
 
-Slow subscribers, and why memory stays bounded: every BrokerProtocol registers
-itself as a streaming producer on its own transport. When that transport's
-write buffer fills it calls our ``pauseProducing``: the connection is then
-*congested*. We never stop writing to it (messages already routed must not be
-lost); instead, each publisher that routes a message to a congested subscriber
-gets its own socket reading paused, so it cannot push more into the
-subscriber's buffer than what it had already sent. When the subscriber's
-transport drains and calls ``resumeProducing``, the publishers it paused are
-released; a publisher paused by several congested subscribers resumes only
-when all of them have drained. A connection is never paused on account of
-itself, so a client that subscribes to what it publishes cannot deadlock. A
-subscriber that stays congested longer than ``congestion_timeout`` is dropped
-with an ERROR, which also releases its publishers. While a publisher is paused
-we cannot see its heart-beats, so its receive deadline is suspended.
+Slow subscribers, and why memory stays bounded (and one slow subscriber delays no one
+else): every BrokerProtocol registers itself as a streaming producer on its own transport.
+When that transport's write buffer fills it calls our ``pauseProducing``: the connection is
+then *congested*, and what it should receive waits in its own queue (:class:`_Queue`), in
+order, until the transport drains and calls ``resumeProducing``. Nothing routed is dropped,
+and deliveries to other subscribers never wait for it. The queue has a bound in bytes
+(``subscriber_queue``). Past it, back-pressure reaches only the publishers filling it: a
+publisher adding to an over-bound queue gets its socket reading paused if it holds more
+than its fair share of that queue (the bound divided by the publishers with messages in
+it), or whatever it holds once the queue is past twice the bound (many publishers at once).
+So a flood to a frozen node pauses the flooder, while a node that only pings it is not
+paused. Paused publishers are released when the queue has drained to half the bound (or
+the subscriber goes away); a publisher paused by several subscribers resumes only when all
+of them have drained. A connection is never paused on account of itself, so a client that
+subscribes to what it publishes cannot deadlock. A subscriber that stays over its bound
+longer than ``slow_subscriber_timeout`` is disconnected with an ERROR and its queue freed;
+one that stays congested at all longer than ``congestion_timeout`` is dropped too. While a
+publisher is paused we cannot see its heart-beats, so its receive deadline is suspended.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from __future__ import annotations
 import enum
 import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from stompest.protocol import StompSpec
 from twisted.internet import protocol
@@ -48,6 +53,7 @@ from zope.interface import implementer
 from socketeer import __version__, fastwrite
 from socketeer.broker.router import Delivery, DuplicateSubscription, Router
 from socketeer.broker.users import BrokerAuth
+from socketeer.config.defaults import DEFAULT_SLOW_SUBSCRIBER_TIMEOUT, DEFAULT_SUBSCRIBER_QUEUE
 from socketeer.wire.stompframing import (
     StompFrame,
     StompFrameParser,
@@ -58,7 +64,7 @@ from socketeer.wire.stompframing import (
     encode_frame,
 )
 
-__all__ = ["BrokerFactory", "BrokerProtocol"]
+__all__ = ["BrokerCounters", "BrokerFactory", "BrokerProtocol"]
 
 SUPPORTED_VERSIONS = StompSpec.VERSIONS  # ("1.0", "1.1", "1.2"), oldest first
 SERVER_NAME = f"Socketeer/{__version__}"
@@ -95,6 +101,54 @@ class _Settings:
     congestion_timeout: float
     close_timeout: float
     max_subscriptions: int
+    #: Bytes a congested subscriber's queue may hold before its publishers are paused.
+    subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
+    #: Seconds a subscriber may stay over that bound before it is disconnected.
+    slow_subscriber_timeout: float = DEFAULT_SLOW_SUBSCRIBER_TIMEOUT
+
+
+@dataclass
+class BrokerCounters:
+    """Broker-wide counters, shared by the connections (for /status and /metrics)."""
+
+    #: Subscribers disconnected for staying over their queue bound.
+    slow_disconnects: int = 0
+
+
+@dataclass
+class _Queue:
+    """What a congested subscriber has still to be sent, and who put it there.
+
+    Items are ``(parts, publisher, size)``; ``publisher`` is None for the broker's own frames
+    (RECEIPT, ERROR). ``shares`` counts each publisher's bytes still queued, to find those
+    that fill the queue.
+    """
+
+    items: deque[tuple[Sequence[bytes], BrokerProtocol | None, int]] = field(default_factory=deque)
+    size: int = 0
+    shares: dict[BrokerProtocol, int] = field(default_factory=dict)
+
+    def push(self, parts: Sequence[bytes], publisher: BrokerProtocol | None, size: int) -> None:
+        self.items.append((parts, publisher, size))
+        self.size += size
+        if publisher is not None:
+            self.shares[publisher] = self.shares.get(publisher, 0) + size
+
+    def pop(self) -> tuple[Sequence[bytes], int]:
+        parts, publisher, size = self.items.popleft()
+        self.size -= size
+        if publisher is not None:
+            left = self.shares[publisher] - size
+            if left:
+                self.shares[publisher] = left
+            else:
+                del self.shares[publisher]
+        return parts, size
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.shares.clear()
+        self.size = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +190,10 @@ class BrokerProtocol(protocol.Protocol):
         settings: _Settings,
         session_id: str,
         on_close: Callable[[BrokerProtocol], None] = lambda p: None,
+        counters: BrokerCounters | None = None,
     ) -> None:
         self._router = router
+        self._counters = BrokerCounters() if counters is None else counters
         self._clock = clock
         self._settings = settings
         self.session_id = session_id
@@ -156,6 +212,7 @@ class BrokerProtocol(protocol.Protocol):
         self._ack_modes: dict[str, str] = {}
         self._blocked_by: set[BrokerProtocol] = set()  # congested subscribers pausing me
         self._blocking: set[BrokerProtocol] = set()  # publishers I paused
+        self._queue = _Queue()  # what waits for my congested transport
         self._last_received = self._last_sent = 0.0
         self._send_period = 0.0
         self._receive_grace = 0.0
@@ -176,6 +233,11 @@ class BrokerProtocol(protocol.Protocol):
     def paused(self) -> bool:
         """True while I stopped reading this client because a subscriber is congested."""
         return bool(self._blocked_by)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in my queue for my transport to drain."""
+        return self._queue.size
 
     # -- Protocol --------------------------------------------------------
 
@@ -240,7 +302,7 @@ class BrokerProtocol(protocol.Protocol):
             return
         self.congested = False
         self._cancel("congestion")
-        self._release_publishers()
+        self._drain()
 
     def stopProducing(self) -> None:
         """The transport is going away; connectionLost does the cleanup."""
@@ -443,11 +505,11 @@ class BrokerProtocol(protocol.Protocol):
     def _deliver_all(self, deliveries: Iterable[Delivery]) -> None:
         for delivery in deliveries:
             subscriber: BrokerProtocol = delivery.connection
-            subscriber._deliver(delivery.subscription_id, delivery.message)
-            if subscriber.congested and subscriber is not self:
-                self._pause_for(subscriber)
+            subscriber._deliver(delivery.subscription_id, delivery.message, self)
 
-    def _deliver(self, sid: str, message: _Message) -> None:
+    def _deliver(
+        self, sid: str, message: _Message, publisher: BrokerProtocol | None = None
+    ) -> None:
         if self.state is not _State.CONNECTED:
             return
         auto = self._ack_modes.get(sid) == StompSpec.ACK_AUTO
@@ -465,9 +527,7 @@ class BrokerProtocol(protocol.Protocol):
                 f"content-length:{len(body)}\n{message.plain_headers}\n"
             )
             head_bytes = head.encode("utf-8")
-            self.bytes_sent += len(head_bytes) + len(body) + 1
-            self._last_sent = self._clock.seconds()
-            fastwrite.write_sequence(self.transport, (head_bytes, body, b"\0"))
+            self._output((head_bytes, body, b"\0"), len(head_bytes) + len(body) + 1, publisher)
             return
         headers = [
             (StompSpec.DESTINATION_HEADER, message.destination),
@@ -495,7 +555,54 @@ class BrokerProtocol(protocol.Protocol):
                 version=self.version,
             )
             return
-        self._write(data)
+        self._output((data,), len(data), publisher)
+
+    def _output(
+        self, parts: Sequence[bytes], size: int, publisher: BrokerProtocol | None = None
+    ) -> None:
+        """Write now, or queue behind what already waits while my transport is congested."""
+        if self.congested or self._queue.items:
+            self._enqueue(parts, size, publisher)
+        else:
+            self._write_now(parts, size)
+
+    def _write_now(self, parts: Sequence[bytes], size: int) -> None:
+        self.bytes_sent += size
+        self._last_sent = self._clock.seconds()
+        if len(parts) == 1:
+            fastwrite.write(self.transport, parts[0])
+        else:
+            fastwrite.write_sequence(self.transport, parts)
+
+    def _enqueue(self, parts: Sequence[bytes], size: int, publisher: BrokerProtocol | None) -> None:
+        """Queue for later; past the bound, pause ``publisher`` if it is filling the queue."""
+        queue = self._queue
+        queue.push(parts, publisher, size)
+        bound = self._settings.subscriber_queue
+        if queue.size <= bound:
+            return
+        if "slow" not in self._timers:
+            self._schedule(
+                "slow", self._settings.slow_subscriber_timeout, self._slow_subscriber_timed_out
+            )
+        if publisher is None or publisher is self:
+            return
+        # Over its fair share (bound / publishers queued here), or the queue is past twice
+        # its bound: a publisher sending a little now and then is left alone otherwise.
+        if queue.size > 2 * bound or queue.shares[publisher] * len(queue.shares) > bound:
+            publisher._pause_for(self)
+
+    def _drain(self) -> None:
+        """My transport has room: send what waits until it is full again."""
+        queue = self._queue
+        while queue.items and not self.congested and self.state is _State.CONNECTED:
+            parts, size = queue.pop()
+            self._write_now(parts, size)
+        bound = self._settings.subscriber_queue
+        if queue.size <= bound:
+            self._cancel("slow")
+        if queue.size <= bound // 2:
+            self._release_publishers()
 
     def _pause_for(self, subscriber: BrokerProtocol) -> None:
         if subscriber in self._blocked_by or self.state is not _State.CONNECTED:
@@ -515,6 +622,17 @@ class BrokerProtocol(protocol.Protocol):
         publishers, self._blocking = self._blocking, set()
         for publisher in publishers:
             publisher._unpause_for(self)
+
+    def _slow_subscriber_timed_out(self) -> None:
+        self._timers.pop("slow", None)
+        self._counters.slow_disconnects += 1
+        queued = self._queue.size
+        self._queue.clear()  # freed now; the ERROR goes out alone
+        self._fail(
+            f"subscriber too slow: more than {self._settings.subscriber_queue} bytes "
+            f"queued for it for {self._settings.slow_subscriber_timeout:g}s "
+            f"({queued} bytes dropped)"
+        )
 
     def _congestion_timed_out(self) -> None:
         self._fail(f"subscriber too slow: congested for {self._settings.congestion_timeout:g}s")
@@ -537,7 +655,8 @@ class BrokerProtocol(protocol.Protocol):
         now = self._clock.seconds()
         due = self._last_sent + self._send_period
         if now >= due:
-            self._write(b"\n")
+            if not (self.congested or self._queue.items):  # else the client has data pending
+                self._write(b"\n")
             due = now + self._send_period
         self._schedule("beat-send", due - now, self._beat_send)
 
@@ -561,9 +680,7 @@ class BrokerProtocol(protocol.Protocol):
         self._write(encode_frame(frame))
 
     def _write(self, data: bytes) -> None:
-        self.bytes_sent += len(data)
-        self._last_sent = self._clock.seconds()
-        fastwrite.write(self.transport, data)
+        self._output((data,), len(data))
 
     def _fail(
         self,
@@ -588,6 +705,8 @@ class BrokerProtocol(protocol.Protocol):
 
     def _close(self) -> None:
         self.state = _State.CLOSING
+        while self._queue.items:  # what was routed to this client still goes out first
+            self._write_now(*self._queue.pop())
         self._detach()
         self.transport.unregisterProducer()  # else a paused producer holds the close
         self.transport.loseConnection()
@@ -597,12 +716,13 @@ class BrokerProtocol(protocol.Protocol):
         """Leave the router and every flow-control relation; stop timers. Idempotent."""
         self._router.remove_connection(self)
         self._ack_modes.clear()
+        self._queue.clear()
         self._release_publishers()
         for subscriber in self._blocked_by:
             subscriber._blocking.discard(self)
         self._blocked_by.clear()
         self.congested = False
-        for name in ("connect", "congestion", "beat-send", "beat-receive"):
+        for name in ("connect", "congestion", "slow", "beat-send", "beat-receive"):
             self._cancel(name)
 
     def _schedule(self, name: str, delay: float, fn: Callable[[], object]) -> None:
@@ -632,6 +752,8 @@ class BrokerFactory(protocol.Factory):
         close_timeout: float = 5.0,
         max_subscriptions: int = 1024,
         destinations: Mapping[str, Iterable[str]] | None = None,
+        subscriber_queue: int = _Settings.subscriber_queue,
+        slow_subscriber_timeout: float = _Settings.slow_subscriber_timeout,
     ) -> None:
         self.router = router
         self._clock = clock
@@ -643,7 +765,10 @@ class BrokerFactory(protocol.Factory):
             congestion_timeout=congestion_timeout,
             close_timeout=close_timeout,
             max_subscriptions=max_subscriptions,
+            subscriber_queue=subscriber_queue,
+            slow_subscriber_timeout=slow_subscriber_timeout,
         )
+        self.counters = BrokerCounters()
         self._sessions = itertools.count(1)
         #: The live connections, for statistics and tests.
         self.connections: set[BrokerProtocol] = set()
@@ -655,6 +780,12 @@ class BrokerFactory(protocol.Factory):
             self._settings,
             session_id=f"session-{next(self._sessions)}",
             on_close=self.connections.discard,
+            counters=self.counters,
         )
         self.connections.add(proto)
         return proto
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the queues of congested subscribers, over all connections."""
+        return sum(proto.queued_bytes for proto in self.connections)

@@ -15,7 +15,10 @@ from socketeer.config.defaults import (
     DEFAULT_BROKER_ENABLED,
     DEFAULT_BROKER_PORT,
     DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_SLOW_SUBSCRIBER_TIMEOUT,
+    DEFAULT_SUBSCRIBER_QUEUE,
     MAX_FRAME_SIZE_RANGE,
+    SUBSCRIBER_QUEUE_RANGE,
 )
 from socketeer.config.endpoints import (
     bare_port_endpoint,
@@ -28,10 +31,12 @@ from socketeer.config.keys import (
     K_INTERFACE,
     K_MAXFRAME,
     K_PORT,
+    K_SLOWSUBSCRIBERTIMEOUT,
     K_SSLCERT,
     K_SSLCLIENTCA,
     K_SSLKEY,
     K_SSLPORT,
+    K_SUBSCRIBERQUEUE,
     USER_DEST_PREFIX,
     USER_PREFIX,
 )
@@ -139,6 +144,12 @@ def broker_config(
     max_frame_size = props.integer(
         K_MAXFRAME, DEFAULT_MAX_FRAME_SIZE, *MAX_FRAME_SIZE_RANGE, " (bytes)"
     )
+    subscriber_queue = props.integer(
+        K_SUBSCRIBERQUEUE, DEFAULT_SUBSCRIBER_QUEUE, *SUBSCRIBER_QUEUE_RANGE, " (bytes)"
+    )
+    slow_subscriber_timeout = props.positive_float(
+        K_SLOWSUBSCRIBERTIMEOUT, DEFAULT_SLOW_SUBSCRIBER_TIMEOUT
+    )
     tls = _broker_tls(props, interface, warnings)
     if enabled and listen is None and tls is None:
         raise props.error(
@@ -159,4 +170,6 @@ def broker_config(
         users=MappingProxyType(dict(users)),
         tls=tls,
         destinations=_user_destinations(props, users),
+        subscriber_queue=subscriber_queue,
+        slow_subscriber_timeout=slow_subscriber_timeout,
     )

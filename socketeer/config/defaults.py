@@ -24,6 +24,12 @@ DEFAULT_INTERFACE = "127.0.0.1"
 #: Bytes; the STOMP parser's own cap (:data:`socketeer.wire.stompframing.DEFAULT_MAX_BODY`).
 DEFAULT_MAX_FRAME_SIZE = DEFAULT_MAX_BODY
 MAX_FRAME_SIZE_RANGE = (4096, 256 * 1024 * 1024)
+#: Bytes that may wait for one congested subscriber before the publishers filling its queue
+#: are paused: twice a stream's default window, so one stream alone never reaches it.
+DEFAULT_SUBSCRIBER_QUEUE = 8 * 1024 * 1024
+SUBSCRIBER_QUEUE_RANGE = (64 * 1024, 1024 * 1024 * 1024)
+#: Seconds a subscriber may stay over that bound before it is disconnected with an ERROR.
+DEFAULT_SLOW_SUBSCRIBER_TIMEOUT = 30.0
 
 # -- protection (socketeer.general.requireencryption, sealmaxage) ----------------------------
 

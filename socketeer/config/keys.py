@@ -17,6 +17,8 @@ K_ENABLED = GENERAL + "messagingserverenabled"
 K_PORT = GENERAL + "messagingserverport"
 K_INTERFACE = GENERAL + "messagingserverinterface"
 K_MAXFRAME = GENERAL + "messagingservermaxframesize"
+K_SUBSCRIBERQUEUE = GENERAL + "messagingserversubscriberqueue"
+K_SLOWSUBSCRIBERTIMEOUT = GENERAL + "messagingserverslowsubscribertimeout"
 #: ``messagingserveruser.<login>=<passcode>``: the broker's users.
 USER_PREFIX = GENERAL + "messagingserveruser."
 # The broker's TLS listener and per-login destinations.
@@ -43,6 +45,8 @@ GENERAL_KEYS = (
     K_PORT,
     K_INTERFACE,
     K_MAXFRAME,
+    K_SUBSCRIBERQUEUE,
+    K_SLOWSUBSCRIBERTIMEOUT,
     K_SSLPORT,
     K_SSLCERT,
     K_SSLKEY,

@@ -17,6 +17,8 @@ from socketeer.config.defaults import (
     DEFAULT_PING_INTERVAL,
     DEFAULT_REQUIRE_ENCRYPTION,
     DEFAULT_SEAL_MAX_AGE,
+    DEFAULT_SLOW_SUBSCRIBER_TIMEOUT,
+    DEFAULT_SUBSCRIBER_QUEUE,
     OPEN_TIMEOUT_FACTOR,
 )
 from socketeer.policy import EMPTY_POLICY, Policy
@@ -99,6 +101,10 @@ class BrokerConfig:
     destinations: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    #: Bytes a congested subscriber's queue may hold before its publishers are paused.
+    subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
+    #: Seconds a subscriber may stay over that bound before it is disconnected.
+    slow_subscriber_timeout: float = DEFAULT_SLOW_SUBSCRIBER_TIMEOUT
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,10 @@ twice and nothing on the data path changes when metrics are on:
 ``socketeer_peer_last_seen_timestamp_seconds{peer}`` when a peer node was last heard from
 ``socketeer_events_total{event}``           every other node counter (pongs, ...)
 ``socketeer_broker_connections``            clients of the embedded broker
+``socketeer_broker_queued_bytes``           bytes waiting for congested subscribers
+``socketeer_broker_paused_publishers``      publishers not read: a queue they fill is full
+``socketeer_broker_slow_disconnects_total`` subscribers disconnected: over their queue
+                                            bound too long
 ``socketeer_info{version}``                 always 1
 =========================================== ==============================================
 """
@@ -42,7 +46,7 @@ __all__ = ["SocketeerCollector"]
 
 _LABELS = ["cluster", "node"]
 #: What ``describe`` renders: no nodes, but every family.
-_EMPTY = ServiceSnapshot("", 0.0, 0.0, None, 0, ())
+_EMPTY = ServiceSnapshot("", 0.0, 0.0, None, 0, (), 0, 0, 0)
 
 
 class SocketeerCollector(Collector):
@@ -135,3 +139,19 @@ class SocketeerCollector(Collector):
             )
             broker.add_metric([], snap.broker_connections)
             yield broker
+        if snap.broker_queued_bytes is not None:
+            queued = GaugeMetricFamily(
+                "socketeer_broker_queued_bytes", "Bytes waiting for congested broker subscribers"
+            )
+            queued.add_metric([], snap.broker_queued_bytes)
+            paused = GaugeMetricFamily(
+                "socketeer_broker_paused_publishers",
+                "Broker publishers not read because a subscriber queue they fill is full",
+            )
+            paused.add_metric([], snap.broker_paused_publishers or 0)
+            slow = CounterMetricFamily(
+                "socketeer_broker_slow_disconnects",
+                "Broker subscribers disconnected for staying over their queue bound",
+            )
+            slow.add_metric([], snap.broker_slow_disconnects or 0)
+            yield from (queued, paused, slow)

@@ -43,6 +43,12 @@ class ServiceSnapshot:
     #: Clients of the embedded broker; None when this process runs none.
     broker_connections: int | None
     sourcesinks: tuple[SourcesinkState, ...]
+    #: The embedded broker's flow control (None without one): bytes waiting in the queues
+    #: of congested subscribers, publishers paused for them, and subscribers disconnected
+    #: for staying over their queue bound.
+    broker_queued_bytes: int | None = None
+    broker_paused_publishers: int | None = None
+    broker_slow_disconnects: int | None = None
 
 
 def _role(ss: Any) -> str:
@@ -73,6 +79,8 @@ def take_snapshot(root: Any, config: Any, clock: Any, started: float) -> Service
     by_id = {ss.id: ss for ss in config.sourcesinks} if config is not None else {}
     broker = _child(root, "broker") or _child(root, "broker-tls")
     factory = getattr(broker, "factory", None)
+    # Behind the TLS listener the broker's own factory is wrapped.
+    factory = getattr(factory, "wrappedFactory", factory)
     sourcesinks = []
     for sid, node in root.nodes.items():
         ss = by_id.get(sid)
@@ -95,4 +103,18 @@ def take_snapshot(root: Any, config: Any, clock: Any, started: float) -> Service
         config=getattr(config, "path", None),
         broker_connections=None if factory is None else len(getattr(factory, "connections", ())),
         sourcesinks=tuple(sourcesinks),
+        **_broker_flow(factory),
     )
+
+
+def _broker_flow(factory: Any) -> dict[str, int | None]:
+    """The embedded broker's queue figures, or Nones (no broker, or another factory)."""
+    counters = getattr(factory, "counters", None)
+    if counters is None:
+        return {}
+    connections = list(factory.connections)
+    return {
+        "broker_queued_bytes": sum(p.queued_bytes for p in connections),
+        "broker_paused_publishers": sum(1 for p in connections if p.paused),
+        "broker_slow_disconnects": counters.slow_disconnects,
+    }

@@ -121,7 +121,12 @@ def report(snap: ServiceSnapshot) -> dict[str, Any]:
         "config": snap.config,
         "broker": None
         if snap.broker_connections is None
-        else {"connections": snap.broker_connections},
+        else {
+            "connections": snap.broker_connections,
+            "queued_bytes": snap.broker_queued_bytes,
+            "paused_publishers": snap.broker_paused_publishers,
+            "slow_disconnects": snap.broker_slow_disconnects,
+        },
         "nodes": [node_report(ss, snap.time) for ss in snap.sourcesinks],
     }
 

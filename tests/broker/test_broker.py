@@ -609,22 +609,141 @@ def flow_setup(factory: BrokerFactory, subscribers: int = 1):
     return pub, subs
 
 
-def test_congested_subscriber_pauses_publisher(factory):
-    pub, [sub] = flow_setup(factory)
+#: The queue bound of the flow-control unit tests: a few 300-byte messages.
+BOUND = 1000
+
+
+@pytest.fixture
+def qfactory(clock) -> BrokerFactory:
+    return BrokerFactory(Router(), clock, subscriber_queue=BOUND, slow_subscriber_timeout=30)
+
+
+def subscribe(factory: BrokerFactory, *destinations: str) -> Peer:
+    peer = Peer(factory)
+    peer.connect("1.2", heart_beat="0,0")
+    for i, destination in enumerate(destinations):
+        peer.sendf("SUBSCRIBE", {"id": str(i), "destination": destination})
+    return peer
+
+
+def bodies(peer: Peer) -> list[bytes]:
+    return [f.body for f in peer.frames() if f.command == "MESSAGE"]
+
+
+def test_congested_subscriber_queues_below_its_bound_without_pausing(qfactory):
+    pub, [sub] = flow_setup(qfactory)
     sub.proto.pauseProducing()  # what its transport does when its buffer fills
     assert sub.proto.congested
     pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
-    assert pub.transport.producerState == "paused" and pub.proto.paused
-    assert sub.frames()[0].body == b"1"  # still written: nothing routed is lost
+    assert sub.raw() == b""  # waits in the broker's queue, not in the transport
+    assert 0 < sub.proto.queued_bytes == qfactory.queued_bytes
+    assert pub.transport.producerState == "producing" and not pub.proto.paused
     sub.proto.resumeProducing()
+    assert bodies(sub) == [b"1"]
+    assert sub.proto.queued_bytes == 0
+
+
+def test_flooder_of_a_frozen_subscriber_is_paused_and_nothing_is_lost(qfactory):
+    pub, [frozen, healthy] = flow_setup(qfactory, 2)
+    frozen.proto.pauseProducing()  # and never drains
+    sent = [b"%03d" % i + b"x" * 300 for i in range(6)]
+    for body in sent:
+        pub.sendf("SEND", {"destination": "/topic/flow"}, body)
+    assert bodies(healthy) == sent  # not delayed by the frozen one
+    assert pub.transport.producerState == "paused" and pub.proto.paused
+    assert frozen.raw() == b"" and frozen.proto.queued_bytes > BOUND
+    frozen.proto.resumeProducing()
+    assert bodies(frozen) == sent  # in order, none dropped
     assert pub.transport.producerState == "producing" and not pub.proto.paused
 
 
-def test_publisher_paused_by_two_resumes_when_both_drain(factory):
-    pub, [a, b] = flow_setup(factory, 2)
+def test_frozen_subscriber_pauses_only_the_publisher_filling_its_queue(qfactory):
+    frozen = subscribe(qfactory, "/topic/zz")
+    healthy = subscribe(qfactory, "/topic/si")
+    flooder, pinger = subscribe(qfactory), subscribe(qfactory)
+    frozen.proto.pauseProducing()
+    flooded = 0
+    for i in range(5):
+        if not flooder.proto.paused:  # a paused client is not read any more
+            flooder.sendf("SEND", {"destination": "/topic/zz"}, b"f" * 300)
+            flooded += 1
+        pinger.sendf("SEND", {"destination": "/topic/zz"}, b"ping")  # a little, now and then
+        pinger.sendf("SEND", {"destination": "/topic/si"}, b"echo %d" % i)
+    assert frozen.proto.queued_bytes > BOUND
+    assert flooder.proto.paused and flooder.transport.producerState == "paused"
+    assert not pinger.proto.paused and pinger.transport.producerState == "producing"
+    assert bodies(healthy) == [b"echo %d" % i for i in range(5)]
+    frozen.proto.resumeProducing()
+    assert sorted(bodies(frozen)) == sorted([b"f" * 300] * flooded + [b"ping"] * 5)
+    assert not flooder.proto.paused
+
+
+def test_past_twice_the_bound_every_publisher_adding_is_paused(qfactory):
+    frozen = subscribe(qfactory, "/topic/zz")
+    frozen.proto.pauseProducing()
+    publishers = [subscribe(qfactory) for _ in range(8)]
+    for pub in publishers:  # each under its fair share, together far past the bound
+        pub.sendf("SEND", {"destination": "/topic/zz"}, b"x" * 300)
+    assert frozen.proto.queued_bytes > 2 * BOUND
+    assert not publishers[0].proto.paused  # it added while the queue was still small
+    assert publishers[-1].proto.paused  # it added past twice the bound
+    publishers[0].sendf("SEND", {"destination": "/topic/zz"}, b"x")
+    assert publishers[0].proto.paused
+
+
+class Throttled(StringTransport):
+    """A transport whose buffer is full (producer paused) past ``limit`` bytes until read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.io.getvalue()) > self.limit and self.producer is not None:
+            self.producer.pauseProducing()
+
+    def writeSequence(self, seq) -> None:
+        self.write(b"".join(seq))
+
+    def drain(self) -> bytes:
+        data = self.value()
+        self.clear()
+        self.producer.resumeProducing()
+        return data
+
+
+def test_paused_publishers_resume_when_the_queue_is_down_to_half_its_bound(clock):
+    f = BrokerFactory(Router(), clock, subscriber_queue=BOUND)
+    pub = subscribe(f)
+    sub = Peer(f)
+    sub.transport = Throttled(100)  # full after each message
+    sub.proto.makeConnection(sub.transport)
+    sub.connect("1.2", heart_beat="0,0")
+    sub.sendf("SUBSCRIBE", {"id": "0", "destination": "/topic/flow"})
+    sub.transport.clear()
+    sub.proto.pauseProducing()
+    for _ in range(6):
+        pub.sendf("SEND", {"destination": "/topic/flow"}, b"x" * 300)
+    assert pub.proto.paused
+    received = b""
+    while pub.proto.paused:
+        received += sub.transport.drain()
+        if pub.proto.paused:
+            assert sub.proto.queued_bytes > BOUND // 2
+    assert sub.proto.queued_bytes <= BOUND // 2 and sub.proto.queued_bytes > 0
+    while sub.proto.queued_bytes:
+        received += sub.transport.drain()
+    received += sub.raw()
+    assert [m.body for m in client_feed(sub.parser, received)] == [b"x" * 300] * 6
+
+
+def test_publisher_paused_by_two_resumes_when_both_drain(qfactory):
+    pub, [a, b] = flow_setup(qfactory, 2)
     a.proto.pauseProducing()
     b.proto.pauseProducing()
-    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    for _ in range(4):
+        pub.sendf("SEND", {"destination": "/topic/flow"}, b"x" * 300)
     assert pub.transport.producerState == "paused"
     a.proto.resumeProducing()
     assert pub.transport.producerState == "paused"
@@ -632,22 +751,64 @@ def test_publisher_paused_by_two_resumes_when_both_drain(factory):
     assert pub.transport.producerState == "producing"
 
 
-def test_publishing_to_yourself_does_not_pause_you(factory):
-    _, [sub] = flow_setup(factory)
+def test_publishing_to_yourself_does_not_pause_you(qfactory):
+    _, [sub] = flow_setup(qfactory)
     sub.proto.pauseProducing()
-    sub.sendf("SEND", {"destination": "/topic/flow"}, b"me")
+    for _ in range(5):
+        sub.sendf("SEND", {"destination": "/topic/flow"}, b"x" * 300)
+    assert sub.proto.queued_bytes > BOUND
     assert sub.transport.producerState == "producing"
     assert not sub.proto.paused
 
 
-def test_uncongested_subscribers_do_not_pause(factory):
-    pub, [sub] = flow_setup(factory)
-    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+def test_uncongested_subscribers_do_not_pause(qfactory):
+    pub, [sub] = flow_setup(qfactory)
+    for _ in range(5):
+        pub.sendf("SEND", {"destination": "/topic/flow"}, b"x" * 300)
     assert pub.transport.producerState == "producing"
     sub.proto.pauseProducing()
     sub.proto.resumeProducing()
     pub.sendf("SEND", {"destination": "/topic/flow"}, b"2")
     assert pub.transport.producerState == "producing"
+    assert len(bodies(sub)) == 6 and sub.proto.queued_bytes == 0
+
+
+def test_subscriber_over_its_bound_too_long_is_disconnected(clock, qfactory):
+    pub, [sub, other] = flow_setup(qfactory, 2)
+    sub.proto.pauseProducing()
+    for _ in range(4):
+        pub.sendf("SEND", {"destination": "/topic/flow"}, b"x" * 300)
+    assert pub.proto.paused
+    with capturedLogs() as events:
+        clock.advance(29)
+        assert not sub.closing
+        clock.advance(1.5)
+    error = expect_error(sub, "subscriber too slow")
+    assert f"more than {BOUND} bytes queued for it for 30s" in error.headers["message"]
+    assert sub.proto.queued_bytes == 0 and qfactory.queued_bytes == 0  # freed
+    assert qfactory.counters.slow_disconnects == 1
+    assert not pub.proto.paused and pub.transport.producerState == "producing"
+    assert qfactory.router.subscriber_count("/topic/flow") == 1
+    assert len(bodies(other)) == 4  # the healthy one got everything
+    warnings = [formatEvent(e) for e in events if "too slow" in formatEvent(e)]
+    assert len(warnings) == 1
+
+
+def test_draining_below_the_bound_stops_the_slow_subscriber_clock(clock, qfactory):
+    pub, [sub] = flow_setup(qfactory)
+    sub.proto.pauseProducing()
+    for _ in range(4):
+        pub.sendf("SEND", {"destination": "/topic/flow"}, b"x" * 300)
+    clock.advance(20)
+    sub.proto.resumeProducing()
+    sub.proto.pauseProducing()
+    for _ in range(4):
+        pub.sendf("SEND", {"destination": "/topic/flow"}, b"x" * 300)
+    clock.advance(20)  # 40 s congested in all, but never 30 s over the bound at a stretch
+    assert not sub.closing
+    clock.advance(10.5)
+    expect_error(sub, "too slow")
+    assert qfactory.counters.slow_disconnects == 1
 
 
 def test_subscriber_congested_too_long_is_dropped(clock):
@@ -665,17 +826,30 @@ def test_subscriber_congested_too_long_is_dropped(clock):
     expect_error(sub, "too slow")
     assert pub.transport.producerState == "producing"
     assert f.router.subscriber_count("/topic/flow") == 0
+    assert f.counters.slow_disconnects == 0  # it was never over its queue bound
+
+
+def test_receipt_and_error_follow_the_queued_messages(qfactory):
+    pub, [sub] = flow_setup(qfactory)
+    sub.proto.pauseProducing()
+    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    sub.sendf("DISCONNECT", {"receipt": "bye"})
+    frames = sub.frames()
+    assert [f.command for f in frames] == ["MESSAGE", "RECEIPT"]
+    assert sub.closing and sub.proto.queued_bytes == 0
 
 
 def test_paused_publisher_is_not_dropped_for_silence(clock):
-    f = BrokerFactory(Router(), clock, heartbeat_ms=(0, 1000))
+    f = BrokerFactory(Router(), clock, heartbeat_ms=(0, 1000), subscriber_queue=BOUND)
     pub = Peer(f)
     pub.connect("1.2", heart_beat="1000,0")
     sub = Peer(f)
     sub.connect("1.2")
     sub.sendf("SUBSCRIBE", {"id": "0", "destination": "/topic/flow"})
     sub.proto.pauseProducing()
-    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    for _ in range(4):
+        pub.sendf("SEND", {"destination": "/topic/flow"}, b"x" * 300)
+    assert pub.proto.paused
     clock.advance(10)  # we do not read it, so its silence proves nothing
     assert not pub.closing
     sub.proto.resumeProducing()
@@ -685,21 +859,27 @@ def test_paused_publisher_is_not_dropped_for_silence(clock):
     expect_error(pub, "heart-beat timeout")
 
 
-def test_paused_publisher_going_away_is_forgotten(factory):
-    pub, [sub] = flow_setup(factory)
+def test_paused_publisher_going_away_is_forgotten(qfactory):
+    pub, [sub] = flow_setup(qfactory)
     sub.proto.pauseProducing()
-    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    for _ in range(4):
+        pub.sendf("SEND", {"destination": "/topic/flow"}, b"x" * 300)
+    assert pub.proto.paused
     pub.proto.connectionLost()
     sub.proto.resumeProducing()  # must not touch the dead publisher
     assert pub.transport.producerState == "paused"
+    assert len(bodies(sub)) == 4  # what it had sent still arrives
 
 
-def test_congested_subscriber_going_away_releases_publishers(factory):
-    pub, [sub] = flow_setup(factory)
+def test_congested_subscriber_going_away_releases_publishers(qfactory):
+    pub, [sub] = flow_setup(qfactory)
     sub.proto.pauseProducing()
-    pub.sendf("SEND", {"destination": "/topic/flow"}, b"1")
+    for _ in range(4):
+        pub.sendf("SEND", {"destination": "/topic/flow"}, b"x" * 300)
+    assert pub.proto.paused
     sub.proto.connectionLost()
     assert pub.transport.producerState == "producing"
+    assert qfactory.queued_bytes == 0
 
 
 # -- real sockets --------------------------------------------------------------
@@ -946,7 +1126,7 @@ async def test_200_clients_connect_at_once(broker):
 
 @pytest_twisted.ensureDeferred
 async def test_slow_subscriber_pauses_publisher_until_it_reads():
-    factory = BrokerFactory(Router(), reactor, heartbeat_ms=(0, 0))
+    factory = BrokerFactory(Router(), reactor, heartbeat_ms=(0, 0), subscriber_queue=64 * 1024)
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
     # Accepted sockets inherit these: small kernel buffers make congestion quick.
     port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
@@ -995,7 +1175,7 @@ async def test_slow_subscriber_pauses_publisher_until_it_reads():
             assert not push(), "everything was accepted without any back-pressure"
             assert reactor.seconds() < deadline
             await turn()
-        assert sub_proto.congested
+        assert sub_proto.congested and sub_proto.queued_bytes > 64 * 1024
         received = pub_proto.bytes_received
         blocked = 0
         for _ in range(30):

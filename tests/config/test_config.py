@@ -139,6 +139,18 @@ ERROR_CASES: list[tuple[dict[str, str | None], str, bool, list[str]]] = [
         ["invalid integer '16M'", "4096..268435456"],
     ),
     (
+        {"g.messagingserversubscriberqueue": "1000"},
+        "g.messagingserversubscriberqueue",
+        True,
+        ["1000 is out of range", "an integer 65536..1073741824 (bytes)"],
+    ),
+    (
+        {"g.messagingserverslowsubscribertimeout": "0"},
+        "g.messagingserverslowsubscribertimeout",
+        True,
+        ["0 is out of range", "a number of seconds > 0"],
+    ),
+    (
         {"0.clustername": None},
         "0.clustername",
         False,
@@ -659,6 +671,8 @@ def test_disabled_broker_port_does_not_clash() -> None:
 def test_optional_values_and_defaults() -> None:
     changes: dict[str, str | None] = {
         "g.messagingservermaxframesize": "4096",
+        "g.messagingserversubscriberqueue": "65536",
+        "g.messagingserverslowsubscribertimeout": "2.5",
         "g.messagingserveruser.alice": "pw1",
         "g.messagingserveruser.bob": " pw2 ",
         "1.connecttimeout": "2.5",
@@ -669,6 +683,7 @@ def test_optional_values_and_defaults() -> None:
     }
     config = parse_config(render(changes), PATH)
     assert config.broker.max_frame_size == 4096
+    assert (config.broker.subscriber_queue, config.broker.slow_subscriber_timeout) == (65536, 2.5)
     assert dict(config.broker.users) == {"alice": Secret("pw1"), "bob": Secret("pw2")}
     sink, source = config.sourcesinks
     assert (sink.connect_timeout, sink.window, sink.fixed_type) == (10.0, 4 * 1024 * 1024, 0)

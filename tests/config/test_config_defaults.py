@@ -35,6 +35,8 @@ def test_an_empty_file_gets_the_defaults() -> None:
     ss = config.sourcesinks[0]
     assert config.broker.listen == f"tcp:{defaults.DEFAULT_BROKER_PORT}:interface=127.0.0.1"
     assert config.broker.max_frame_size == defaults.DEFAULT_MAX_FRAME_SIZE
+    assert config.broker.subscriber_queue == defaults.DEFAULT_SUBSCRIBER_QUEUE
+    assert config.broker.slow_subscriber_timeout == defaults.DEFAULT_SLOW_SUBSCRIBER_TIMEOUT
     assert config.status is not None
     assert config.status.listen == f"tcp:{defaults.DEFAULT_STATUS_PORT}:interface=127.0.0.1"
     assert config.require_encryption is defaults.DEFAULT_REQUIRE_ENCRYPTION

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from socketeer import __version__
+from socketeer.broker.protocol import BrokerFactory, BrokerProtocol
+from socketeer.broker.router import Router
 from socketeer.ops.metrics import SocketeerCollector
 from socketeer.ops.snapshot import take_snapshot
 from socketeer.ops.status import report
@@ -160,3 +165,60 @@ def test_metrics_of_a_node():
     assert events == {"pongs"}
     assert not any(name == "socketeer_peer_rtt_seconds" for name, _ in values)  # no pong yet
     assert not any(name == "socketeer_broker_connections" for name, _ in values)
+
+
+class BrokerRoot(Root):
+    """A service tree with one node and the embedded broker's listener service."""
+
+    def __init__(self, node: Node, factory: BrokerFactory) -> None:
+        super().__init__(node)
+        self.broker = SimpleNamespace(factory=factory)
+
+    def getServiceNamed(self, name: str):
+        if name == "broker":
+            return self.broker
+        raise KeyError(name)
+
+
+def stomp_client(factory: BrokerFactory, *frames: bytes) -> BrokerProtocol:
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4000))
+    proto.makeConnection(StringTransport())
+    proto.dataReceived(b"CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0" + b"".join(frames))
+    return proto
+
+
+def test_metrics_of_the_broker_queues_and_slow_subscribers():
+    clock = Clock()
+    factory = BrokerFactory(Router(), clock, subscriber_queue=1000, slow_subscriber_timeout=30)
+    sub = stomp_client(factory, b"SUBSCRIBE\nid:0\ndestination:/topic/zz\n\n\0")
+    sub.pauseProducing()  # its transport is full
+    send = b"SEND\ndestination:/topic/zz\n\n" + b"x" * 600 + b"\0"
+    pub = stomp_client(factory, send, send)
+    node = busy_node(clock)
+
+    def metrics() -> dict[str, float]:
+        snap = take_snapshot(BrokerRoot(node, factory), None, clock, 0.0)
+        registry = CollectorRegistry()
+        registry.register(SocketeerCollector(lambda: snap))
+        text = generate_latest(registry).decode()
+        values = {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("socketeer_broker")
+        }
+        values["status"] = report(snap)["broker"]
+        return values
+
+    before = metrics()
+    assert before["socketeer_broker_connections"] == 2
+    assert before["socketeer_broker_queued_bytes"] == sub.queued_bytes > 1000
+    assert before["socketeer_broker_paused_publishers"] == 1 and pub.paused
+    assert before["socketeer_broker_slow_disconnects_total"] == 0
+    assert before["status"]["queued_bytes"] == sub.queued_bytes
+    clock.advance(31)
+    after = metrics()
+    assert after["socketeer_broker_queued_bytes"] == 0
+    assert after["socketeer_broker_paused_publishers"] == 0
+    assert after["socketeer_broker_slow_disconnects_total"] == 1
+    assert after["status"]["slow_disconnects"] == 1
