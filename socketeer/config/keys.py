@@ -17,6 +17,13 @@ K_ENABLED = GENERAL + "messagingserverenabled"
 K_PORT = GENERAL + "messagingserverport"
 K_INTERFACE = GENERAL + "messagingserverinterface"
 K_MAXFRAME = GENERAL + "messagingservermaxframesize"
+# What a stranger may cost the broker, and its STOMP transactions.
+K_HANDSHAKE_TIMEOUT = GENERAL + "messagingserverhandshaketimeout"
+K_MAXCONNECTFRAME = GENERAL + "messagingservermaxconnectframesize"
+K_MAXCONNECTIONS = GENERAL + "messagingservermaxconnections"
+K_MAXCONNECTIONS_PER_ADDRESS = GENERAL + "messagingservermaxconnectionsperaddress"
+K_MAXTRANSACTIONS = GENERAL + "messagingservermaxtransactions"
+K_MAXTRANSACTION_BYTES = GENERAL + "messagingservermaxtransactionbytes"
 #: ``messagingserveruser.<login>=<passcode>``: the broker's users.
 USER_PREFIX = GENERAL + "messagingserveruser."
 # The broker's TLS listener and per-login destinations.
@@ -43,6 +50,12 @@ GENERAL_KEYS = (
     K_PORT,
     K_INTERFACE,
     K_MAXFRAME,
+    K_HANDSHAKE_TIMEOUT,
+    K_MAXCONNECTFRAME,
+    K_MAXCONNECTIONS,
+    K_MAXCONNECTIONS_PER_ADDRESS,
+    K_MAXTRANSACTIONS,
+    K_MAXTRANSACTION_BYTES,
     K_SSLPORT,
     K_SSLCERT,
     K_SSLKEY,

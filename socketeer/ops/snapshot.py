@@ -7,7 +7,8 @@ agree and neither touches a node's live state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from socketeer import __version__
@@ -43,6 +44,8 @@ class ServiceSnapshot:
     #: Clients of the embedded broker; None when this process runs none.
     broker_connections: int | None
     sourcesinks: tuple[SourcesinkState, ...]
+    #: Connections the embedded broker refused, by cause (see socketeer.broker.admission).
+    broker_refused: Mapping[str, int] = field(default_factory=dict)
 
 
 def _role(ss: Any) -> str:
@@ -94,5 +97,6 @@ def take_snapshot(root: Any, config: Any, clock: Any, started: float) -> Service
         uptime=now - started,
         config=getattr(config, "path", None),
         broker_connections=None if factory is None else len(getattr(factory, "connections", ())),
+        broker_refused=dict(getattr(getattr(factory, "admission", None), "refused", {})),
         sourcesinks=tuple(sourcesinks),
     )
