@@ -205,6 +205,12 @@ def build_service(config: Config, reactor) -> SocketeerService:
             destinations=config.broker.destinations,
             subscriber_queue=config.broker.subscriber_queue,
             slow_subscriber_timeout=config.broker.slow_subscriber_timeout,
+            connect_timeout=config.broker.limits.handshake_timeout,
+            max_connect_frame=config.broker.limits.max_connect_frame,
+            max_connections=config.broker.limits.max_connections,
+            max_connections_per_address=config.broker.limits.max_connections_per_address,
+            max_transactions=config.broker.limits.max_transactions,
+            max_transaction_bytes=config.broker.limits.max_transaction_bytes,
         )
         if config.broker.listen is not None:  # messagingserverport=none: TLS only
             broker = broker_service(config.broker.listen, factory, reactor)

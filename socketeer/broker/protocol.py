@@ -14,6 +14,16 @@ Any protocol error earns that client (and only that client) an ERROR frame
 followed by ``loseConnection``; if the peer does not read it within
 ``close_timeout`` seconds the connection is aborted.
 
+Strangers are cheap: until CONNECTED a frame may hold at most ``max_connect_frame`` bytes
+(the parser's handshake limits) and must arrive within ``connect_timeout``; the factory
+caps connections in total and per source address (:mod:`socketeer.broker.admission`),
+which counts every refusal and logs it sparingly.
+
+Transactions (STOMP 1.2, also 1.0/1.1): SEND, ACK and NACK carrying a ``transaction``
+header are held, in order, until COMMIT replays them or ABORT (or the end of the
+connection) drops them; a connection may have ``max_transactions`` open, holding at most
+``max_transaction_bytes`` between them.
+
 Slow subscribers, and why memory stays bounded (and one slow subscriber delays no one
 else): every BrokerProtocol registers itself as a streaming producer on its own transport.
 When that transport's write buffer fills it calls our ``pauseProducing``: the connection is
@@ -51,12 +61,23 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from socketeer import __version__, fastwrite
+from socketeer.broker.admission import Admission, peer_host
 from socketeer.broker.router import Delivery, DuplicateSubscription, Router
 from socketeer.broker.users import BrokerAuth
-from socketeer.config.defaults import DEFAULT_SLOW_SUBSCRIBER_TIMEOUT, DEFAULT_SUBSCRIBER_QUEUE
+from socketeer.config.defaults import (
+    DEFAULT_BROKER_HANDSHAKE_TIMEOUT,
+    DEFAULT_BROKER_MAX_CONNECT_FRAME,
+    DEFAULT_BROKER_MAX_CONNECTIONS,
+    DEFAULT_BROKER_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_BROKER_MAX_TRANSACTION_BYTES,
+    DEFAULT_BROKER_MAX_TRANSACTIONS,
+    DEFAULT_SLOW_SUBSCRIBER_TIMEOUT,
+    DEFAULT_SUBSCRIBER_QUEUE,
+)
 from socketeer.wire.stompframing import (
     StompFrame,
     StompFrameParser,
+    StompFrameTooLarge,
     StompHeartBeat,
     StompLimits,
     StompProtocolError,
@@ -105,6 +126,10 @@ class _Settings:
     subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
     #: Seconds a subscriber may stay over that bound before it is disconnected.
     slow_subscriber_timeout: float = DEFAULT_SLOW_SUBSCRIBER_TIMEOUT
+    #: The parser's limits until CONNECTED (a stranger's CONNECT is small).
+    handshake_limits: StompLimits | None = None
+    max_transactions: int = DEFAULT_BROKER_MAX_TRANSACTIONS
+    max_transaction_bytes: int = DEFAULT_BROKER_MAX_TRANSACTION_BYTES
 
 
 @dataclass
@@ -151,6 +176,33 @@ class _Queue:
         self.size = 0
 
 
+def handshake_limits(limits: StompLimits, max_connect_frame: int) -> StompLimits:
+    """``limits`` cut down for the frame before CONNECTED: ``max_connect_frame`` bytes.
+
+    That is the cap on its head and, separately, on its body (a CONNECT has none, but the
+    first frame may be something else, answered with an ERROR that names it).
+    """
+    return limits._replace(
+        max_header_line=min(limits.max_header_line, max_connect_frame),
+        max_head=min(limits.max_head, max_connect_frame),
+        max_body=min(limits.max_body, max_connect_frame),
+    )
+
+
+#: What a frame held in a transaction costs beyond its bytes (objects, list slot), so that
+#: many empty frames count too.
+_HELD_OVERHEAD = 256
+
+#: Causes of refusals, as counted by Admission (``socketeer_broker_refused_total{reason}``).
+_HANDSHAKE = "handshake"
+_HANDSHAKE_TIMEOUT = "handshake-timeout"
+_CONNECT_TOO_LARGE = "connect-too-large"
+_AUTHENTICATION = "authentication"
+_TRANSACTION = "transaction"
+_TRANSACTIONS = "transactions"
+_TRANSACTION_BYTES = "transaction-bytes"
+
+
 @dataclass(frozen=True, slots=True)
 class _Message:
     """A published message, independent of its publisher (it may wait in a queue)."""
@@ -191,6 +243,7 @@ class BrokerProtocol(protocol.Protocol):
         session_id: str,
         on_close: Callable[[BrokerProtocol], None] = lambda p: None,
         counters: BrokerCounters | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._router = router
         self._counters = BrokerCounters() if counters is None else counters
@@ -207,7 +260,13 @@ class BrokerProtocol(protocol.Protocol):
         #: True while my transport has asked me to stop producing (its buffer is full).
         self.congested = False
         self.congestion_events = 0  # times my transport pushed back (for status)
-        self._parser = StompFrameParser(limits=settings.limits, server=True)
+        self._admission = admission
+        self._parser = StompFrameParser(
+            limits=settings.limits, server=True, handshake_limits=settings.handshake_limits
+        )
+        #: Open transactions: id -> the frames held, with each one's headers and cost.
+        self._transactions: dict[str, list[tuple[StompFrame, dict[str, str], int]]] = {}
+        self.held_bytes = 0  # what all open transactions hold (bounded)
         self._message_ids = itertools.count(1)
         self._ack_modes: dict[str, str] = {}
         self._blocked_by: set[BrokerProtocol] = set()  # congested subscribers pausing me
@@ -223,9 +282,9 @@ class BrokerProtocol(protocol.Protocol):
             StompSpec.UNSUBSCRIBE: self._on_unsubscribe,
             StompSpec.ACK: self._on_ack,
             StompSpec.NACK: self._on_ack,
-            StompSpec.BEGIN: self._on_transaction,
-            StompSpec.COMMIT: self._on_transaction,
-            StompSpec.ABORT: self._on_transaction,
+            StompSpec.BEGIN: self._on_begin,
+            StompSpec.COMMIT: self._on_commit,
+            StompSpec.ABORT: self._on_abort,
             StompSpec.DISCONNECT: self._on_disconnect,
         }
 
@@ -243,7 +302,7 @@ class BrokerProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         fastwrite.no_delay(self.transport)
-        fastwrite.large_reads(self.transport)
+        # Large reads only once logged in: a stranger's CONNECT is small (see _on_connect).
         self.transport.registerProducer(self, True)
         self._last_received = self._last_sent = self._clock.seconds()
         self._schedule("connect", self._settings.connect_timeout, self._connect_timed_out)
@@ -270,7 +329,12 @@ class BrokerProtocol(protocol.Protocol):
                 if self.state is not _State.CONNECTED:
                     return
             if error is not None:
-                self._fail(str(error))
+                if isinstance(error, StompFrameTooLarge) and self.state is _State.AWAITING_CONNECT:
+                    size = self._settings.handshake_limits
+                    cap = f" (at most {size.max_head} bytes)" if size is not None else ""
+                    self._fail(f"CONNECT frame too large{cap}: {error}", cause=_CONNECT_TOO_LARGE)
+                else:
+                    self._fail(str(error))
                 return
             if not frames:
                 return  # a handshake frame may have held the parser: loop till dry
@@ -342,12 +406,12 @@ class BrokerProtocol(protocol.Protocol):
         version = common[-1]
         login = headers.get(StompSpec.LOGIN_HEADER)
         if not self._authenticate(login, headers.get(StompSpec.PASSCODE_HEADER)):
-            self.log.warn(
-                "{session}: authentication failed for login {login!r}",
-                session=self.session_id,
-                login=login,
+            self._fail(
+                "Authentication failed",
+                headers,
+                cause=_AUTHENTICATION,
+                detail=f"authentication failed for login {login!r}",
             )
-            self._fail("Authentication failed", headers)
             return
         client_beats = (0, 0)
         if version != StompSpec.VERSION_1_0:
@@ -360,6 +424,7 @@ class BrokerProtocol(protocol.Protocol):
         self.version = self._parser.version = version
         self.login = login
         self.state = _State.CONNECTED
+        fastwrite.large_reads(self.transport)
         reply = [
             (StompSpec.SESSION_HEADER, self.session_id),
             (StompSpec.SERVER_HEADER, SERVER_NAME),
@@ -407,8 +472,8 @@ class BrokerProtocol(protocol.Protocol):
             return
         if self._denied("SEND", destination, headers):
             return
-        if StompSpec.TRANSACTION_HEADER in headers:
-            self._fail("transactions are not supported", headers)
+        transaction = headers.get(StompSpec.TRANSACTION_HEADER)
+        if transaction is not None and self._hold(transaction, frame, headers):
             return
         copied: list[tuple[str, str]] = []
         seen: set[str] = set()
@@ -486,10 +551,92 @@ class BrokerProtocol(protocol.Protocol):
         self._ack_modes.pop(sid, None)
 
     def _on_ack(self, frame: StompFrame, headers: dict[str, str]) -> None:
-        """Messages are handed over at delivery; ACK and NACK are accepted and ignored."""
+        """Messages are handed over at delivery; ACK and NACK are accepted and ignored.
 
-    def _on_transaction(self, frame: StompFrame, headers: dict[str, str]) -> None:
-        self._fail("transactions are not supported", headers)
+        In a transaction they are held all the same (an unknown transaction is an error),
+        so that their effect, should they ever have one, waits for the COMMIT.
+        """
+        transaction = headers.get(StompSpec.TRANSACTION_HEADER)
+        if transaction is not None:
+            self._hold(transaction, frame, headers)
+
+    # -- transactions ----------------------------------------------------
+
+    def _transaction_id(self, frame: StompFrame, headers: dict[str, str]) -> str | None:
+        transaction = headers.get(StompSpec.TRANSACTION_HEADER)
+        if not transaction:
+            self._fail(
+                f"{frame.command} frame has no transaction header", headers, cause=_TRANSACTION
+            )
+            return None
+        if frame.command != StompSpec.BEGIN and transaction not in self._transactions:
+            self._fail(f"unknown transaction {transaction!r}", headers, cause=_TRANSACTION)
+            return None
+        return transaction
+
+    def _on_begin(self, frame: StompFrame, headers: dict[str, str]) -> None:
+        transaction = self._transaction_id(frame, headers)
+        if transaction is None:
+            return
+        if transaction in self._transactions:
+            self._fail(f"transaction {transaction!r} already begun", headers, cause=_TRANSACTION)
+            return
+        if len(self._transactions) >= self._settings.max_transactions:
+            self._fail(
+                f"more than {self._settings.max_transactions} open transactions",
+                headers,
+                cause=_TRANSACTIONS,
+            )
+            return
+        self._transactions[transaction] = []
+
+    def _on_commit(self, frame: StompFrame, headers: dict[str, str]) -> None:
+        """Replay what the transaction held, in order, as if it arrived now."""
+        transaction = self._transaction_id(frame, headers)
+        if transaction is None:
+            return
+        for held, held_headers, cost in self._transactions.pop(transaction):
+            self.held_bytes -= cost
+            if self.state is _State.CONNECTED:
+                self._handlers[held.command](held, held_headers)
+
+    def _on_abort(self, frame: StompFrame, headers: dict[str, str]) -> None:
+        transaction = self._transaction_id(frame, headers)
+        if transaction is None:
+            return
+        self.held_bytes -= sum(cost for _, _, cost in self._transactions.pop(transaction))
+
+    def _hold(self, transaction: str, frame: StompFrame, headers: dict[str, str]) -> bool:
+        """Keep a SEND/ACK/NACK of ``transaction`` for its COMMIT; True when it is dealt with.
+
+        An unknown transaction or one over the byte bound is an ERROR (also dealt with).
+        """
+        held = self._transactions.get(transaction)
+        if held is None:
+            self._fail(f"unknown transaction {transaction!r}", headers, cause=_TRANSACTION)
+            return True
+        cost = (
+            len(frame.body)
+            + sum(len(k) + len(v) for k, v in frame.rawHeaders or ())
+            + _HELD_OVERHEAD
+        )
+        limit = self._settings.max_transaction_bytes
+        if self.held_bytes + cost > limit:
+            self._fail(
+                f"open transactions would hold more than {limit} bytes",
+                headers,
+                cause=_TRANSACTION_BYTES,
+            )
+            return True
+        self.held_bytes += cost
+        # Replayed without the header, so that the COMMIT does not hold it again.
+        plain = {k: v for k, v in headers.items() if k != StompSpec.TRANSACTION_HEADER}
+        held.append((frame, plain, cost))
+        return True
+
+    @property
+    def open_transactions(self) -> int:
+        return len(self._transactions)
 
     def _on_disconnect(self, frame: StompFrame, headers: dict[str, str]) -> None:
         # Everything before this frame was handled synchronously already, so the
@@ -671,7 +818,10 @@ class BrokerProtocol(protocol.Protocol):
         self._schedule("beat-receive", deadline - now, self._beat_check)
 
     def _connect_timed_out(self) -> None:
-        self._fail(f"no CONNECT frame within {self._settings.connect_timeout:g}s")
+        self._fail(
+            f"no CONNECT frame within {self._settings.connect_timeout:g}s",
+            cause=_HANDSHAKE_TIMEOUT,
+        )
 
     # -- output, errors and teardown -------------------------------------
 
@@ -687,11 +837,26 @@ class BrokerProtocol(protocol.Protocol):
         message: str,
         headers: Mapping[str, str] | None = None,
         extra: list[tuple[str, str]] | None = None,
+        *,
+        cause: str | None = None,
+        detail: str | None = None,
     ) -> None:
-        """Send ERROR to this client and close it; ``headers`` are the offending frame's."""
+        """Send ERROR to this client and close it; ``headers`` are the offending frame's.
+
+        A refusal (any error before CONNECTED, or one with a ``cause``) is counted and
+        logged, with ``detail`` if given, by the Admission, sparingly; other errors are
+        logged here.
+        """
         if self.state not in (_State.AWAITING_CONNECT, _State.CONNECTED):
             return
-        self.log.warn("{session} error: {message}", session=self.session_id, message=message)
+        if cause is None and self.state is _State.AWAITING_CONNECT:
+            cause = _HANDSHAKE
+        if cause is not None and self._admission is not None:
+            self._admission.refuse(cause, self.session_id, detail or message)
+        else:
+            self.log.warn(
+                "{session} error: {message}", session=self.session_id, message=detail or message
+            )
         message = _clean(message)
         error = [(StompSpec.CONTENT_TYPE_HEADER, "text/plain"), ("message", message)]
         receipt = (headers or {}).get(StompSpec.RECEIPT_HEADER)
@@ -717,6 +882,8 @@ class BrokerProtocol(protocol.Protocol):
         self._router.remove_connection(self)
         self._ack_modes.clear()
         self._queue.clear()
+        self._transactions.clear()  # open transactions are aborted
+        self.held_bytes = 0
         self._release_publishers()
         for subscriber in self._blocked_by:
             subscriber._blocking.discard(self)
@@ -735,8 +902,41 @@ class BrokerProtocol(protocol.Protocol):
             call.cancel()
 
 
+class _Refused(protocol.Protocol):
+    """A connection over a cap: one ERROR frame, then closed (aborted if it does not read)."""
+
+    def __init__(self, message: str, clock: IReactorTime, close_timeout: float) -> None:
+        self._message = message
+        self._clock = clock
+        self._close_timeout = close_timeout
+        self._abort: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        frame = StompFrame(
+            StompSpec.ERROR,
+            rawHeaders=[(StompSpec.CONTENT_TYPE_HEADER, "text/plain"), ("message", self._message)],
+            body=self._message.encode("utf-8") + b"\n",
+            version=StompSpec.VERSION_1_0,
+        )
+        self.transport.write(encode_frame(frame))
+        self.transport.loseConnection()
+        self._abort = self._clock.callLater(self._close_timeout, self.transport.abortConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Ignored: this connection is being closed."""
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+
+
 class BrokerFactory(protocol.Factory):
-    """I build a BrokerProtocol per client; all of them share one Router."""
+    """I build a BrokerProtocol per client; all of them share one Router.
+
+    Over ``max_connections`` in total, or ``max_connections_per_address`` from one source
+    address, a new connection gets an ERROR and is closed at once (see
+    :mod:`socketeer.broker.admission`).
+    """
 
     log = Logger()
 
@@ -747,13 +947,18 @@ class BrokerFactory(protocol.Factory):
         users: Mapping[str, str] | None = None,
         limits: StompLimits = StompLimits(),  # noqa: B008 - immutable NamedTuple
         heartbeat_ms: tuple[int, int] = (10000, 10000),
-        connect_timeout: float = 30.0,
+        connect_timeout: float = DEFAULT_BROKER_HANDSHAKE_TIMEOUT,
         congestion_timeout: float = 60.0,
         close_timeout: float = 5.0,
         max_subscriptions: int = 1024,
         destinations: Mapping[str, Iterable[str]] | None = None,
         subscriber_queue: int = _Settings.subscriber_queue,
         slow_subscriber_timeout: float = _Settings.slow_subscriber_timeout,
+        max_connect_frame: int = DEFAULT_BROKER_MAX_CONNECT_FRAME,
+        max_connections: int = DEFAULT_BROKER_MAX_CONNECTIONS,
+        max_connections_per_address: int = DEFAULT_BROKER_MAX_CONNECTIONS_PER_ADDRESS,
+        max_transactions: int = DEFAULT_BROKER_MAX_TRANSACTIONS,
+        max_transaction_bytes: int = DEFAULT_BROKER_MAX_TRANSACTION_BYTES,
     ) -> None:
         self.router = router
         self._clock = clock
@@ -767,25 +972,48 @@ class BrokerFactory(protocol.Factory):
             max_subscriptions=max_subscriptions,
             subscriber_queue=subscriber_queue,
             slow_subscriber_timeout=slow_subscriber_timeout,
+            handshake_limits=handshake_limits(limits, max_connect_frame),
+            max_transactions=max_transactions,
+            max_transaction_bytes=max_transaction_bytes,
         )
         self.counters = BrokerCounters()
         self._sessions = itertools.count(1)
         #: The live connections, for statistics and tests.
         self.connections: set[BrokerProtocol] = set()
+        #: The caps, and every refusal counted by cause (for /metrics).
+        self.admission = Admission(clock, max_connections, max_connections_per_address)
+        self._hosts: dict[BrokerProtocol, str | None] = {}
 
-    def buildProtocol(self, addr: object) -> BrokerProtocol:
+    def buildProtocol(self, addr: object) -> protocol.Protocol:
+        host = peer_host(addr)
+        cause = self.admission.admit(host)
+        if cause is not None:
+            admission = self.admission
+            if host is not None and cause != "connections":
+                message = f"too many connections from {host} (at most {admission.max_per_address})"
+            else:
+                message = f"too many connections (at most {admission.max_connections})"
+            admission.refuse(cause, f"a connection from {host or 'a local socket'}", message)
+            return _Refused(message, self._clock, self._settings.close_timeout)
         proto = BrokerProtocol(
             self.router,
             self._clock,
             self._settings,
             session_id=f"session-{next(self._sessions)}",
-            on_close=self.connections.discard,
+            on_close=self._closed,
             counters=self.counters,
+            admission=self.admission,
         )
         self.connections.add(proto)
+        self._hosts[proto] = host
         return proto
 
     @property
     def queued_bytes(self) -> int:
         """Bytes waiting in the queues of congested subscribers, over all connections."""
         return sum(proto.queued_bytes for proto in self.connections)
+
+    def _closed(self, proto: BrokerProtocol) -> None:
+        self.connections.discard(proto)
+        if proto in self._hosts:
+            self.admission.release(self._hosts.pop(proto))

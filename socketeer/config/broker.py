@@ -3,7 +3,8 @@
 The in-process broker's plain listener, frame size limit and users (passcodes may be
 secret references or pbkdf2 hashes), its TLS listener (``messagingserverssl*``: files
 relative to the properties file, checked now) and per-login destination prefixes
-(``messagingserveruserdestinations.<login>``). Errors name the key and line, never a secret.
+(``messagingserveruserdestinations.<login>``), and what a client may cost it (handshake
+timeout, CONNECT size, connection caps, transactions). Errors name the key and line, never a secret.
 """
 
 from __future__ import annotations
@@ -13,11 +14,21 @@ from types import MappingProxyType
 
 from socketeer.config.defaults import (
     DEFAULT_BROKER_ENABLED,
+    DEFAULT_BROKER_HANDSHAKE_TIMEOUT,
+    DEFAULT_BROKER_MAX_CONNECT_FRAME,
+    DEFAULT_BROKER_MAX_CONNECTIONS,
+    DEFAULT_BROKER_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_BROKER_MAX_TRANSACTION_BYTES,
+    DEFAULT_BROKER_MAX_TRANSACTIONS,
     DEFAULT_BROKER_PORT,
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_SLOW_SUBSCRIBER_TIMEOUT,
     DEFAULT_SUBSCRIBER_QUEUE,
+    MAX_CONNECT_FRAME_RANGE,
+    MAX_CONNECTIONS_RANGE,
     MAX_FRAME_SIZE_RANGE,
+    MAX_TRANSACTION_BYTES_RANGE,
+    MAX_TRANSACTIONS_RANGE,
     SUBSCRIBER_QUEUE_RANGE,
 )
 from socketeer.config.endpoints import (
@@ -28,8 +39,14 @@ from socketeer.config.endpoints import (
 )
 from socketeer.config.keys import (
     K_ENABLED,
+    K_HANDSHAKE_TIMEOUT,
     K_INTERFACE,
+    K_MAXCONNECTFRAME,
+    K_MAXCONNECTIONS,
+    K_MAXCONNECTIONS_PER_ADDRESS,
     K_MAXFRAME,
+    K_MAXTRANSACTION_BYTES,
+    K_MAXTRANSACTIONS,
     K_PORT,
     K_SLOWSUBSCRIBERTIMEOUT,
     K_SSLCERT,
@@ -40,7 +57,7 @@ from socketeer.config.keys import (
     USER_DEST_PREFIX,
     USER_PREFIX,
 )
-from socketeer.config.model import BrokerConfig, BrokerTLSConfig
+from socketeer.config.model import BrokerConfig, BrokerLimits, BrokerTLSConfig
 from socketeer.config.properties import Properties
 from socketeer.config.tlsfiles import TLSFileError, check_key_pair, read_certificates
 from socketeer.passwords import BadPasswordHash, parse_stored
@@ -128,6 +145,37 @@ def _broker_tls(props: Properties, interface: str, warnings: list[str]) -> Broke
     return BrokerTLSConfig(listen, cert, key, client_ca)
 
 
+def _broker_limits(props: Properties) -> BrokerLimits:
+    return BrokerLimits(
+        handshake_timeout=props.positive_float(
+            K_HANDSHAKE_TIMEOUT, DEFAULT_BROKER_HANDSHAKE_TIMEOUT
+        ),
+        max_connect_frame=props.integer(
+            K_MAXCONNECTFRAME,
+            DEFAULT_BROKER_MAX_CONNECT_FRAME,
+            *MAX_CONNECT_FRAME_RANGE,
+            " (bytes)",
+        ),
+        max_connections=props.integer(
+            K_MAXCONNECTIONS, DEFAULT_BROKER_MAX_CONNECTIONS, *MAX_CONNECTIONS_RANGE
+        ),
+        max_connections_per_address=props.integer(
+            K_MAXCONNECTIONS_PER_ADDRESS,
+            DEFAULT_BROKER_MAX_CONNECTIONS_PER_ADDRESS,
+            *MAX_CONNECTIONS_RANGE,
+        ),
+        max_transactions=props.integer(
+            K_MAXTRANSACTIONS, DEFAULT_BROKER_MAX_TRANSACTIONS, *MAX_TRANSACTIONS_RANGE
+        ),
+        max_transaction_bytes=props.integer(
+            K_MAXTRANSACTION_BYTES,
+            DEFAULT_BROKER_MAX_TRANSACTION_BYTES,
+            *MAX_TRANSACTION_BYTES_RANGE,
+            " (bytes)",
+        ),
+    )
+
+
 def broker_config(
     props: Properties, users: Mapping[str, Secret], warnings: list[str]
 ) -> BrokerConfig:
@@ -172,4 +220,5 @@ def broker_config(
         destinations=_user_destinations(props, users),
         subscriber_queue=subscriber_queue,
         slow_subscriber_timeout=slow_subscriber_timeout,
+        limits=_broker_limits(props),
     )

@@ -30,6 +30,25 @@ DEFAULT_SUBSCRIBER_QUEUE = 8 * 1024 * 1024
 SUBSCRIBER_QUEUE_RANGE = (64 * 1024, 1024 * 1024 * 1024)
 #: Seconds a subscriber may stay over that bound before it is disconnected with an ERROR.
 DEFAULT_SLOW_SUBSCRIBER_TIMEOUT = 30.0
+#: Seconds a new client has to log in (send CONNECT); RabbitMQ's handshake timeout too.
+DEFAULT_BROKER_HANDSHAKE_TIMEOUT = 10.0
+#: Bytes a frame may have before CONNECTED: a CONNECT is a few hundred bytes, so a stranger
+#: never makes the broker hold more than this.
+DEFAULT_BROKER_MAX_CONNECT_FRAME = 8192
+MAX_CONNECT_FRAME_RANGE = (1024, 65536)
+#: Connections in total: each is a descriptor and, before login, up to a CONNECT frame of
+#: memory; a cluster needs one or two per node, and Linux's usual descriptor limit is 1024.
+DEFAULT_BROKER_MAX_CONNECTIONS = 1024
+#: Connections from one source address: many nodes on one host or behind one NAT fit, and
+#: one host alone cannot take every slot.
+DEFAULT_BROKER_MAX_CONNECTIONS_PER_ADDRESS = 64
+MAX_CONNECTIONS_RANGE = (1, 1_000_000)
+#: STOMP transactions one connection may have open at once (0: BEGIN is refused).
+DEFAULT_BROKER_MAX_TRANSACTIONS = 16
+MAX_TRANSACTIONS_RANGE = (0, 65536)
+#: Bytes the frames held in one connection's open transactions may add up to.
+DEFAULT_BROKER_MAX_TRANSACTION_BYTES = 1024 * 1024
+MAX_TRANSACTION_BYTES_RANGE = (1024, 1024 * 1024 * 1024)
 
 # -- protection (socketeer.general.requireencryption, sealmaxage) ----------------------------
 

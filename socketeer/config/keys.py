@@ -19,6 +19,13 @@ K_INTERFACE = GENERAL + "messagingserverinterface"
 K_MAXFRAME = GENERAL + "messagingservermaxframesize"
 K_SUBSCRIBERQUEUE = GENERAL + "messagingserversubscriberqueue"
 K_SLOWSUBSCRIBERTIMEOUT = GENERAL + "messagingserverslowsubscribertimeout"
+# What a stranger may cost the broker, and its STOMP transactions.
+K_HANDSHAKE_TIMEOUT = GENERAL + "messagingserverhandshaketimeout"
+K_MAXCONNECTFRAME = GENERAL + "messagingservermaxconnectframesize"
+K_MAXCONNECTIONS = GENERAL + "messagingservermaxconnections"
+K_MAXCONNECTIONS_PER_ADDRESS = GENERAL + "messagingservermaxconnectionsperaddress"
+K_MAXTRANSACTIONS = GENERAL + "messagingservermaxtransactions"
+K_MAXTRANSACTION_BYTES = GENERAL + "messagingservermaxtransactionbytes"
 #: ``messagingserveruser.<login>=<passcode>``: the broker's users.
 USER_PREFIX = GENERAL + "messagingserveruser."
 # The broker's TLS listener and per-login destinations.
@@ -47,6 +54,12 @@ GENERAL_KEYS = (
     K_MAXFRAME,
     K_SUBSCRIBERQUEUE,
     K_SLOWSUBSCRIBERTIMEOUT,
+    K_HANDSHAKE_TIMEOUT,
+    K_MAXCONNECTFRAME,
+    K_MAXCONNECTIONS,
+    K_MAXCONNECTIONS_PER_ADDRESS,
+    K_MAXTRANSACTIONS,
+    K_MAXTRANSACTION_BYTES,
     K_SSLPORT,
     K_SSLCERT,
     K_SSLKEY,

@@ -12,6 +12,12 @@ from types import MappingProxyType
 
 from socketeer.channel.url import ChannelSpec
 from socketeer.config.defaults import (
+    DEFAULT_BROKER_HANDSHAKE_TIMEOUT,
+    DEFAULT_BROKER_MAX_CONNECT_FRAME,
+    DEFAULT_BROKER_MAX_CONNECTIONS,
+    DEFAULT_BROKER_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_BROKER_MAX_TRANSACTION_BYTES,
+    DEFAULT_BROKER_MAX_TRANSACTIONS,
     DEFAULT_GRACE_PERIOD,
     DEFAULT_MAX_PENDING_OPENS,
     DEFAULT_PING_INTERVAL,
@@ -26,6 +32,7 @@ from socketeer.secret import Secret
 
 __all__ = [
     "BrokerConfig",
+    "BrokerLimits",
     "BrokerTLSConfig",
     "Config",
     "ConfigError",
@@ -89,6 +96,18 @@ class BrokerTLSConfig:
 
 
 @dataclass(frozen=True)
+class BrokerLimits:
+    """What one client may cost the broker: before login, in connections, in transactions."""
+
+    handshake_timeout: float = DEFAULT_BROKER_HANDSHAKE_TIMEOUT
+    max_connect_frame: int = DEFAULT_BROKER_MAX_CONNECT_FRAME
+    max_connections: int = DEFAULT_BROKER_MAX_CONNECTIONS
+    max_connections_per_address: int = DEFAULT_BROKER_MAX_CONNECTIONS_PER_ADDRESS
+    max_transactions: int = DEFAULT_BROKER_MAX_TRANSACTIONS
+    max_transaction_bytes: int = DEFAULT_BROKER_MAX_TRANSACTION_BYTES
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """The in-process STOMP broker; ``users`` empty means any login is accepted."""
 
@@ -105,6 +124,7 @@ class BrokerConfig:
     subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
     #: Seconds a subscriber may stay over that bound before it is disconnected.
     slow_subscriber_timeout: float = DEFAULT_SLOW_SUBSCRIBER_TIMEOUT
+    limits: BrokerLimits = field(default_factory=BrokerLimits)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,13 @@ twice and nothing on the data path changes when metrics are on:
 ``socketeer_peer_last_seen_timestamp_seconds{peer}`` when a peer node was last heard from
 ``socketeer_events_total{event}``           every other node counter (pongs, ...)
 ``socketeer_broker_connections``            clients of the embedded broker
+``socketeer_broker_refused_total{reason}``  connections and requests the broker refused:
+                                            over a cap (``connections``,
+                                            ``connections-per-address``), before login
+                                            (``connect-too-large``, ``handshake-timeout``,
+                                            ``authentication``, ``handshake``), and
+                                            transactions (``transaction``, ``transactions``,
+                                            ``transaction-bytes``)
 ``socketeer_broker_queued_bytes``           bytes waiting for congested subscribers
 ``socketeer_broker_paused_publishers``      publishers not read: a queue they fill is full
 ``socketeer_broker_slow_disconnects_total`` subscribers disconnected: over their queue
@@ -139,6 +146,14 @@ class SocketeerCollector(Collector):
             )
             broker.add_metric([], snap.broker_connections)
             yield broker
+            refused = CounterMetricFamily(
+                "socketeer_broker_refused",
+                "Connections and requests the embedded broker refused, by reason",
+                labels=["reason"],
+            )
+            for reason, count in sorted(snap.broker_refused.items()):
+                refused.add_metric([reason], count)
+            yield refused
         if snap.broker_queued_bytes is not None:
             queued = GaugeMetricFamily(
                 "socketeer_broker_queued_bytes", "Bytes waiting for congested broker subscribers"

@@ -7,7 +7,8 @@ agree and neither touches a node's live state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from socketeer import __version__
@@ -49,6 +50,8 @@ class ServiceSnapshot:
     broker_queued_bytes: int | None = None
     broker_paused_publishers: int | None = None
     broker_slow_disconnects: int | None = None
+    #: Connections the embedded broker refused, by cause (see socketeer.broker.admission).
+    broker_refused: Mapping[str, int] = field(default_factory=dict)
 
 
 def _role(ss: Any) -> str:
@@ -102,6 +105,7 @@ def take_snapshot(root: Any, config: Any, clock: Any, started: float) -> Service
         uptime=now - started,
         config=getattr(config, "path", None),
         broker_connections=None if factory is None else len(getattr(factory, "connections", ())),
+        broker_refused=dict(getattr(getattr(factory, "admission", None), "refused", {})),
         sourcesinks=tuple(sourcesinks),
         **_broker_flow(factory),
     )

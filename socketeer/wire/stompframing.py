@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "StompFrame",
     "StompFrameParser",
+    "StompFrameTooLarge",
     "StompHeartBeat",
     "StompLimits",
     "StompProtocolError",
@@ -75,6 +76,10 @@ class StompProtocolError(Exception):
         self.frames: list[StompFrame | StompHeartBeat] = frames if frames is not None else []
 
 
+class StompFrameTooLarge(StompProtocolError):
+    """A frame exceeded one of the :class:`StompLimits` (as opposed to being malformed)."""
+
+
 class _State(enum.Enum):
     IDLE = "between frames: heart-beat EOLs or the start of a command line"
     HEAD = "reading the command line and header lines"
@@ -108,6 +113,10 @@ class StompFrameParser:
     CONNECTED (``server=False``) until ``version`` is assigned; the bytes behind
     it wait in the buffer, and the next ``feed`` (``feed(b"")`` will do)
     continues with them.
+
+    ``handshake_limits``, if given, apply until the first handshake frame is complete and
+    ``limits`` from then on: a server accepts only a small CONNECT from a stranger, yet
+    large frames once it knows who is talking.
     """
 
     def __init__(
@@ -115,8 +124,10 @@ class StompFrameParser:
         version: str = StompSpec.VERSION_1_0,
         limits: StompLimits = StompLimits(),  # noqa: B008 - immutable NamedTuple
         server: bool = True,
+        handshake_limits: StompLimits | None = None,
     ) -> None:
-        self.limits = limits
+        self.limits = limits if handshake_limits is None else handshake_limits
+        self._after_handshake = limits
         self._handshake = _HANDSHAKE_CLIENT if server else _HANDSHAKE_SERVER
         self._buf = bytearray()
         self._pos = 0  # start of unconsumed input
@@ -161,7 +172,7 @@ class StompFrameParser:
         try:
             self._parse(out)
             if self._held and self.buffered > self.limits.max_head + self.limits.max_body + 2:
-                raise StompProtocolError("too much data before the handshake completed")
+                raise StompFrameTooLarge("too much data before the handshake completed")
         except StompProtocolError as e:
             self._state = _State.DEAD
             self._buf = bytearray()
@@ -222,22 +233,22 @@ class StompFrameParser:
                     self.scanned += len(buf) - self._scan
                     self._scan = len(buf)
                     if len(buf) - self._pos > limits.max_header_line + 1:
-                        raise StompProtocolError(
+                        raise StompFrameTooLarge(
                             f"header line longer than {limits.max_header_line} bytes"
                         )
                     if len(buf) - self._frame_start > limits.max_head:
-                        raise StompProtocolError(f"frame head larger than {limits.max_head} bytes")
+                        raise StompFrameTooLarge(f"frame head larger than {limits.max_head} bytes")
                     return
                 self.scanned += nl + 1 - self._scan
                 end = nl - 1 if nl > self._pos and buf[nl - 1] == _CR else nl
                 line = bytes(buf[self._pos : end])
                 self._pos = self._scan = nl + 1
                 if len(line) > limits.max_header_line:
-                    raise StompProtocolError(
+                    raise StompFrameTooLarge(
                         f"header line longer than {limits.max_header_line} bytes"
                     )
                 if self._pos - self._frame_start > limits.max_head:
-                    raise StompProtocolError(f"frame head larger than {limits.max_head} bytes")
+                    raise StompFrameTooLarge(f"frame head larger than {limits.max_head} bytes")
                 if self._command is None:
                     self._command = self._parse_command(line)
                 elif line:
@@ -262,7 +273,7 @@ class StompFrameParser:
                     self.scanned += (len(buf) if end < 0 else end + 1) - self._scan
                     self._scan = len(buf)
                     if len(buf) - self._body_start > limits.max_body:
-                        raise StompProtocolError(f"frame body larger than {limits.max_body} bytes")
+                        raise StompFrameTooLarge(f"frame body larger than {limits.max_body} bytes")
                     return
                 self.scanned += end + 1 - self._scan
             out.append(self._finish_frame(end))
@@ -326,7 +337,7 @@ class StompFrameParser:
     def _parse_header(self, line: bytes) -> None:
         limits = self.limits
         if len(self._headers) >= limits.max_headers:
-            raise StompProtocolError(f"more than {limits.max_headers} headers")
+            raise StompFrameTooLarge(f"more than {limits.max_headers} headers")
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
@@ -353,7 +364,7 @@ class StompFrameParser:
                 raise StompProtocolError(f"bad content-length {_short(value)}")
             length = int(value)
             if length > limits.max_body:
-                raise StompProtocolError(f"frame body larger than {limits.max_body} bytes")
+                raise StompFrameTooLarge(f"frame body larger than {limits.max_body} bytes")
             self._length = length
         self._headers.append((name, value))
 
@@ -377,6 +388,7 @@ class StompFrameParser:
         self._reset_frame()
         if command in self._handshake:
             self._held = True
+            self.limits = self._after_handshake
         return frame
 
 

@@ -13,8 +13,11 @@ import struct
 import pytest
 import pytest_twisted
 import stomp
+from stompest.config import StompConfig
+from stompest.protocol import StompSpec
+from stompest.sync import Stomp as StompestClient
 from twisted.internet import defer, protocol, reactor, task
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
@@ -181,10 +184,11 @@ def test_second_connect_is_an_error(factory):
 
 def test_connect_timeout(clock, factory):
     peer = Peer(factory)
-    clock.advance(29.9)
+    clock.advance(9.9)
     assert peer.raw() == b""
     clock.advance(0.2)
-    expect_error(peer, "no CONNECT frame within 30s")
+    expect_error(peer, "no CONNECT frame within 10s")
+    assert factory.admission.refused == {"handshake-timeout": 1}
     assert not peer.transport.disconnected
     clock.advance(5)
     assert peer.transport.disconnected  # aborted: the peer did not read the ERROR
@@ -195,6 +199,111 @@ def test_connect_timer_cancelled_once_connected(clock, factory):
     peer.connect("1.2", heart_beat="0,0")
     clock.advance(100)
     assert not peer.closing
+
+
+# -- strangers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"CONNECT\naccept-version:1.2\nx-pad:" + b"a" * 9000,  # one endless header line
+        b"CONNECT\naccept-version:1.2\n" + (b"x-h:" + b"a" * 1000 + b"\n") * 10,
+        b"CONNECT\n" + b"".join(b"h%d:%s\n" % (i, b"v" * 200) for i in range(40)),
+        b"CONNECT\naccept-version:1.0\n\n" + b"b" * 9000,  # a body that never ends
+    ],
+)
+def test_connect_frame_larger_than_the_prelogin_limit_is_refused(factory, data):
+    peer = Peer(factory)
+    peer.send(data)
+    expect_error(peer, "CONNECT frame too large (at most 8192 bytes)")
+    assert factory.admission.refused == {"connect-too-large": 1}
+    assert peer.proto._parser.buffered == 0  # nothing of it is kept
+
+
+def test_prelogin_limit_is_a_setting_and_large_frames_follow_login(clock):
+    f = BrokerFactory(Router(), clock, max_connect_frame=2048)
+    sub, pub = Peer(f), Peer(f)
+    sub.connect()
+    sub.sendf("SUBSCRIBE", {"id": "1", "destination": "/topic/big"})
+    big = frame("SEND", {"destination": "/topic/big", "x-h": "v" * 4000}, b"x" * 100_000)
+    pub.send(connect_frame("1.2", x_pad="p" * 1500) + big)  # pipelined behind CONNECT
+    assert pub.frames()[0].command == "CONNECTED"
+    [message] = sub.frames()
+    assert len(message.body) == 100_000 and message.headers["x-h"] == "v" * 4000
+    peer = Peer(f)
+    peer.send(connect_frame("1.2", x_pad="p" * 2100))
+    expect_error(peer, "at most 2048 bytes")
+
+
+def refused_reply(proto, addr=("127.0.0.1", 5000)) -> tuple[StringTransport, list[StompFrame]]:
+    transport = StringTransport(peerAddress=IPv4Address("TCP", *addr))
+    proto.makeConnection(transport)
+    return transport, client_feed(StompFrameParser(server=False), transport.value())
+
+
+def test_connections_are_capped_in_total(clock):
+    f = BrokerFactory(Router(), clock, max_connections=2)
+    first, second = Peer(f), Peer(f)
+    refused = f.buildProtocol(IPv4Address("TCP", "10.0.0.9", 1))
+    assert not isinstance(refused, BrokerProtocol)
+    transport, [error] = refused_reply(refused)
+    assert error.command == "ERROR"
+    assert error.headers["message"] == "too many connections (at most 2)"
+    assert transport.disconnecting
+    clock.advance(5)
+    assert transport.disconnected  # aborted if it does not read
+    assert f.admission.refused == {"connections": 1}
+    first.proto.connectionLost()
+    assert isinstance(f.buildProtocol(IPv4Address("TCP", "10.0.0.9", 1)), BrokerProtocol)
+    second.connect()
+
+
+def test_connections_are_capped_per_source_address(clock):
+    f = BrokerFactory(Router(), clock, max_connections_per_address=2)
+    local = [Peer(f), Peer(f)]  # both from 127.0.0.1
+    refused = f.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4001))
+    _, [error] = refused_reply(refused)
+    assert error.headers["message"] == "too many connections from 127.0.0.1 (at most 2)"
+    assert isinstance(f.buildProtocol(IPv4Address("TCP", "10.1.1.1", 1)), BrokerProtocol)
+    unix = [f.buildProtocol(UNIXAddress(None)) for _ in range(3)]  # no source address
+    assert all(isinstance(p, BrokerProtocol) for p in unix)
+    local[0].send(b"garbage\n")  # refused for another cause, and then closed
+    local[0].proto.connectionLost()
+    assert isinstance(f.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4002)), BrokerProtocol)
+    assert f.admission.refused == {"connections-per-address": 1, "handshake": 1}
+    assert f.admission.open == 6 and f.admission.addresses() == 2
+
+
+def test_refusals_are_logged_once_per_cause_per_interval(clock):
+    f = BrokerFactory(Router(), clock, max_connections=100, max_connections_per_address=1000)
+    with capturedLogs() as events:
+        peers = [Peer(f) for _ in range(100)]
+        for _ in range(50):
+            f.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+        clock.advance(10.5)  # every handshake times out
+        for _ in range(50):
+            f.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+    assert all(p.closing for p in peers)
+    # Closing, not yet gone (a StringTransport never reports the loss): still counted.
+    assert f.admission.refused == {"handshake-timeout": 100, "connections": 100}
+    lines = [formatEvent(e) for e in events if "refused" in formatEvent(e)]
+    assert len(lines) == 3, lines
+    assert "(connections; 1 so far)" in lines[0]
+    assert "(handshake-timeout; 1 so far)" in lines[1]
+    assert "(connections; 51 so far, 49 not logged)" in lines[2]
+
+
+def test_bad_logins_are_counted_and_logged_sparingly(clock):
+    f = BrokerFactory(Router(), clock, users={"alice": "pw"})
+    with capturedLogs() as events:
+        for _ in range(5):
+            peer = Peer(f)
+            peer.send(connect_frame("1.2", login="mallory", passcode="guess"))
+            expect_error(peer, "Authentication failed")
+    lines = [formatEvent(e) for e in events if "refused" in formatEvent(e)]
+    assert len(lines) == 1 and "authentication failed for login 'mallory'" in lines[0]
+    assert f.admission.refused == {"authentication": 5}
 
 
 def test_pipelined_frames_after_connect_use_the_negotiated_version(factory):
@@ -385,19 +494,127 @@ def test_client_ack_modes_accepted_and_acks_ignored(factory):
     expect_error(peer, "ack mode")
 
 
-@pytest.mark.parametrize("command", ["BEGIN", "COMMIT", "ABORT"])
-def test_transactions_not_supported(factory, command):
-    peer = Peer(factory)
-    peer.connect()
-    peer.sendf(command, {"transaction": "t1"})
-    expect_error(peer, "transactions are not supported")
+# -- transactions --------------------------------------------------------------
 
 
-def test_send_in_transaction_not_supported(factory):
-    peer = Peer(factory)
+def tx_setup(factory: BrokerFactory) -> tuple[Peer, Peer]:
+    sub, pub = Peer(factory), Peer(factory)
+    sub.connect()
+    pub.connect()
+    sub.sendf("SUBSCRIBE", {"id": "1", "destination": "/queue/tx"})
+    return sub, pub
+
+
+def test_transaction_commit_delivers_in_order_and_abort_drops(factory):
+    sub, pub = tx_setup(factory)
+    pub.sendf("BEGIN", {"transaction": "t1", "receipt": "b"})
+    pub.sendf("SEND", {"destination": "/queue/tx", "transaction": "t1", "k": "v"}, b"one")
+    pub.sendf("SEND", {"destination": "/queue/tx"}, b"outside")
+    pub.sendf("SEND", {"destination": "/queue/tx", "transaction": "t1", "receipt": "s"}, b"two")
+    assert [f.body for f in sub.frames()] == [b"outside"]
+    assert pub.proto.held_bytes > 0
+    pub.sendf("COMMIT", {"transaction": "t1", "receipt": "c"})
+    messages = sub.frames()
+    assert [f.body for f in messages] == [b"one", b"two"]
+    assert messages[0].headers["k"] == "v" and "transaction" not in messages[0].headers
+    assert [f.headers["receipt-id"] for f in pub.frames()] == ["b", "s", "c"]
+    assert pub.proto.held_bytes == 0 and pub.proto.open_transactions == 0
+
+    pub.sendf("BEGIN", {"transaction": "t1"})  # an id may be used again once finished
+    pub.sendf("SEND", {"destination": "/queue/tx", "transaction": "t1"}, b"dropped")
+    pub.sendf("ACK", {"id": "x", "transaction": "t1"})
+    pub.sendf("ABORT", {"transaction": "t1", "receipt": "a"})
+    assert sub.frames() == []
+    assert [f.headers["receipt-id"] for f in pub.frames()] == ["a"]
+    assert pub.proto.held_bytes == 0 and not pub.closing
+
+
+def test_transactions_are_independent_and_ack_nack_may_join(factory):
+    sub, pub = tx_setup(factory)
+    pub.sendf("BEGIN", {"transaction": "a"})
+    pub.sendf("BEGIN", {"transaction": "b"})
+    pub.sendf("SEND", {"destination": "/queue/tx", "transaction": "a"}, b"a")
+    pub.sendf("SEND", {"destination": "/queue/tx", "transaction": "b"}, b"b")
+    pub.sendf("NACK", {"id": "m1", "transaction": "b"})
+    pub.sendf("COMMIT", {"transaction": "b"})
+    pub.sendf("ABORT", {"transaction": "a"})
+    assert [f.body for f in sub.frames()] == [b"b"]
+    assert not pub.closing
+
+
+def test_disconnect_and_connection_loss_abort_open_transactions(factory):
+    sub, pub = tx_setup(factory)
+    pub.sendf("BEGIN", {"transaction": "t"})
+    pub.sendf("SEND", {"destination": "/queue/tx", "transaction": "t"}, b"never")
+    pub.sendf("DISCONNECT", {"receipt": "bye"})
+    assert pub.proto.open_transactions == 0 and pub.proto.held_bytes == 0
+    other = Peer(factory)
+    other.connect()
+    other.sendf("BEGIN", {"transaction": "t"})
+    other.sendf("SEND", {"destination": "/queue/tx", "transaction": "t"}, b"never")
+    other.proto.connectionLost()
+    assert other.proto.open_transactions == 0
+    assert sub.frames() == []
+
+
+@pytest.mark.parametrize(
+    "frames,message",
+    [
+        ([("BEGIN", {})], "BEGIN frame has no transaction header"),
+        ([("COMMIT", {})], "COMMIT frame has no transaction header"),
+        ([("ABORT", {"transaction": ""})], "ABORT frame has no transaction header"),
+        ([("BEGIN", {"transaction": "t"}), ("BEGIN", {"transaction": "t"})], "already begun"),
+        ([("COMMIT", {"transaction": "nope"})], "unknown transaction 'nope'"),
+        ([("ABORT", {"transaction": "nope"})], "unknown transaction 'nope'"),
+        ([("SEND", {"destination": "/queue/tx", "transaction": "nope"})], "unknown transaction"),
+        ([("ACK", {"id": "1", "transaction": "nope"})], "unknown transaction"),
+        (
+            [("BEGIN", {"transaction": "t"}), ("COMMIT", {"transaction": "t"})]
+            + [("COMMIT", {"transaction": "t"})],
+            "unknown transaction 't'",
+        ),
+    ],
+)
+def test_transaction_errors(factory, frames, message):
+    sub, pub = tx_setup(factory)
+    for command, headers in frames[:-1]:
+        pub.sendf(command, headers)
+    command, headers = frames[-1]
+    pub.sendf(command, {**headers, "receipt": "r"})
+    error = expect_error(pub, message)
+    assert error.headers["receipt-id"] == "r"
+    assert factory.admission.refused == {"transaction": 1}
+
+
+def test_open_transactions_and_their_bytes_are_bounded(clock):
+    f = BrokerFactory(Router(), clock, max_transactions=2, max_transaction_bytes=4096)
+    peer = Peer(f)
     peer.connect()
-    peer.sendf("SEND", {"destination": "/topic/a", "transaction": "t1"})
-    expect_error(peer, "transactions")
+    for t in ("1", "2", "3"):
+        peer.sendf("BEGIN", {"transaction": t})
+    expect_error(peer, "more than 2 open transactions")
+    peer = Peer(f)
+    peer.connect()
+    peer.sendf("BEGIN", {"transaction": "t"})
+    peer.sendf("SEND", {"destination": "/queue/a", "transaction": "t"}, b"x" * 3000)
+    assert peer.frames() == []
+    peer.sendf("SEND", {"destination": "/queue/a", "transaction": "t"}, b"x" * 1000)
+    expect_error(peer, "would hold more than 4096 bytes")
+    for _ in range(20):  # empty frames count too
+        peer = Peer(f)
+        peer.connect()
+        peer.sendf("BEGIN", {"transaction": "t"})
+        for _ in range(20):
+            peer.sendf("ACK", {"id": "1", "transaction": "t"})
+        expect_error(peer, "would hold more than 4096 bytes")
+    assert f.admission.refused == {"transactions": 1, "transaction-bytes": 21}
+
+
+def test_no_transactions_when_the_bound_is_zero(clock):
+    peer = Peer(BrokerFactory(Router(), clock, max_transactions=0))
+    peer.connect()
+    peer.sendf("BEGIN", {"transaction": "t"})
+    expect_error(peer, "more than 0 open transactions")
 
 
 def test_receipts_for_every_frame_kind(factory):
@@ -407,7 +624,9 @@ def test_receipts_for_every_frame_kind(factory):
     peer.sendf("SEND", {"destination": "/topic/none", "receipt": "2"})
     peer.sendf("ACK", {"id": "x", "receipt": "3"})
     peer.sendf("UNSUBSCRIBE", {"id": "1", "receipt": "4"})
-    assert [f.headers["receipt-id"] for f in peer.frames()] == ["1", "2", "3", "4"]
+    peer.sendf("BEGIN", {"transaction": "t", "receipt": "5"})
+    peer.sendf("ABORT", {"transaction": "t", "receipt": "6"})
+    assert [f.headers["receipt-id"] for f in peer.frames()] == ["1", "2", "3", "4", "5", "6"]
 
 
 def test_subscription_count_is_bounded(clock):
@@ -1050,6 +1269,68 @@ async def test_stomppy_receipts(broker, stompy):
 
 
 @pytest_twisted.ensureDeferred
+async def test_stomppy_transactions_commit_and_abort(broker, stompy):
+    sub, pub = await stompy(), await stompy()
+    await subscribed(sub, "/queue/tx", "1")
+    tx = await pub.call("begin")
+    await pub.call("send", "/queue/tx", b"first", transaction=tx)
+    await pub.call("send", "/queue/tx", b"second", transaction=tx)
+    aborted = await pub.call("begin")
+    await pub.call("send", "/queue/tx", b"never", transaction=aborted)
+    await pub.call("abort", aborted)
+    await pub.call("send", "/queue/tx", b"marker", headers={"receipt": "m"})
+    assert (await within(pub.receipts.get())).headers["receipt-id"] == "m"
+    assert (await within(sub.messages.get())).body == b"marker"  # the rest is held
+    await pub.call("commit", tx, headers={"receipt": "c"})
+    assert (await within(pub.receipts.get())).headers["receipt-id"] == "c"
+    assert [(await within(sub.messages.get())).body for _ in range(2)] == [b"first", b"second"]
+    await pub.call("send", "/queue/tx", b"end", headers={"receipt": "e"})
+    await within(pub.receipts.get())
+    assert (await within(sub.messages.get())).body == b"end"  # "never" never came
+    await pub.call("commit", "no-such-tx")
+    error = await within(pub.errors.get())
+    assert error.headers["message"] == "unknown transaction 'no-such-tx'"
+
+
+def stompest_transactions(port: int) -> list[bytes]:
+    """stompest's blocking client: BEGIN/SEND/COMMIT and BEGIN/SEND/ABORT (run in a thread)."""
+    config = StompConfig(f"tcp://127.0.0.1:{port}", version=StompSpec.VERSION_1_2)
+    sub, pub = StompestClient(config), StompestClient(config)
+    for client in (sub, pub):
+        client.connect(heartBeats=(0, 0), host="127.0.0.1", connectedTimeout=TIMEOUT)
+    try:
+        sub.subscribe("/queue/stompest", {"id": "1"}, receipt="s")
+        assert sub.receiveFrame().headers["receipt-id"] == "s"
+        with pub.transaction(receipt="t") as tx:
+            assert pub.receiveFrame().headers["receipt-id"] == "t-begin"
+            pub.send("/queue/stompest", b"one", headers={"transaction": tx})
+            pub.send("/queue/stompest", b"two", headers={"transaction": tx})
+            pub.send("/queue/stompest", b"marker", receipt="m")
+            assert pub.receiveFrame().headers["receipt-id"] == "m"
+            received = [sub.receiveFrame().body]  # the marker: the rest is held
+        assert pub.receiveFrame().headers["receipt-id"] == "t-commit"
+        received += [sub.receiveFrame().body, sub.receiveFrame().body]
+        pub.begin("gone")
+        pub.send("/queue/stompest", b"dropped", headers={"transaction": "gone"})
+        pub.abort("gone", receipt="a")
+        assert pub.receiveFrame().headers["receipt-id"] == "a"
+        pub.send("/queue/stompest", b"three", receipt="3")
+        assert pub.receiveFrame().headers["receipt-id"] == "3"
+        received.append(sub.receiveFrame().body)
+        return received
+    finally:
+        for client in (sub, pub):
+            client.disconnect()
+            client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stompest_transactions_commit_and_abort(broker):
+    received = await within(deferToThread(stompest_transactions, broker.port))
+    assert received == [b"marker", b"one", b"two", b"three"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_stomppy_bad_login_gets_error_then_close():
     factory = BrokerFactory(Router(), reactor, users={"alice": "pw"})
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
@@ -1107,7 +1388,45 @@ async def test_malformed_frame_over_a_socket_leaves_others_alone(broker, stompy)
 
 
 @pytest_twisted.ensureDeferred
-async def test_200_clients_connect_at_once(broker):
+async def test_connection_caps_over_sockets():
+    factory = BrokerFactory(Router(), reactor, max_connections=3, max_connections_per_address=2)
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+    clients = []
+    try:
+        for _ in range(2):
+            clients.append(await raw_client(port.getHost().port))
+        over = await raw_client(port.getHost().port)
+        error = await over.next()
+        assert error.headers["message"] == "too many connections from 127.0.0.1 (at most 2)"
+        await within(over.lost)
+        # Another loopback address is another source: one more fits, then the total cap.
+        endpoint = TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port.getHost().port, bindAddress=("127.0.0.2", 0)
+        )
+        factory_ = protocol.Factory.forProtocol(RawClient)
+        clients.append(await within(endpoint.connect(factory_)))
+        full = await within(endpoint.connect(factory_))
+        error = await full.next()
+        assert error.headers["message"] == "too many connections (at most 3)"
+        await within(full.lost)
+        assert factory.admission.refused == {"connections-per-address": 1, "connections": 1}
+        for client in clients:
+            client.transport.write(connect_frame("1.2", heart_beat="0,0"))
+            assert (await client.next()).command == "CONNECTED"
+    finally:
+        for client in clients:
+            client.transport.loseConnection()
+        await within(defer.gatherResults([c.lost for c in clients]))
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_200_clients_connect_at_once():
+    factory = BrokerFactory(Router(), reactor, max_connections_per_address=200)
+    port = await serverFromString(reactor, with_backlog("tcp:0:interface=127.0.0.1")).listen(
+        factory
+    )
+    broker = Broker(factory, port)
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", broker.port, timeout=TIMEOUT)
     connecting = [endpoint.connect(protocol.Factory.forProtocol(RawClient)) for _ in range(200)]
     clients = await within(defer.gatherResults(connecting))
@@ -1122,6 +1441,7 @@ async def test_200_clients_connect_at_once(broker):
         for client in clients:
             client.transport.loseConnection()
         await within(defer.gatherResults([c.lost for c in clients]))
+        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred

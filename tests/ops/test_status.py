@@ -89,6 +89,10 @@ async def test_status_and_metrics_follow_a_stream():
         client.transport.loseConnection()
         await client.lost
         await until(lambda: not so.streams and not si.streams)
+        stranger = await connect(broker)  # a first frame that is no CONNECT: refused, counted
+        stranger.transport.write(b"SEND\ndestination:/topic/x\n\n\x00")
+        assert b"expected CONNECT or STOMP" in await stranger.eof
+        stranger.transport.loseConnection()
 
         code, headers, body = await http_get(f"{base}/metrics")
         assert code == 200 and headers["content-type"][0].startswith("text/plain")
@@ -108,6 +112,7 @@ async def test_status_and_metrics_follow_a_stream():
             assert metric(values, "socketeer_channel_reconnects_total", **who) == 0
         assert metric(values, "socketeer_peer_rtt_seconds", cluster="c", node="so", peer="si") >= 0
         assert metric(values, "socketeer_broker_connections") == 2
+        assert metric(values, "socketeer_broker_refused_total", reason="handshake") == 1
         assert ("socketeer_info", (("version", snap["version"]),)) in values
         assert any(name == "process_open_fds" for name, _ in values)  # process metrics too
 
