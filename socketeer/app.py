@@ -22,6 +22,7 @@ from socketeer.channel.endpoints import client_endpoint
 from socketeer.config.channels import channel_is_protected
 from socketeer.config.load import load_config
 from socketeer.config.model import Config, ConfigError, SourceSinkConfig
+from socketeer.logins import Logins
 from socketeer.policy import EMPTY_POLICY, PolicyRef
 from socketeer.sink.connect import Sink
 from socketeer.sink.resolve import SystemResolver
@@ -48,6 +49,8 @@ class SocketeerService(MultiService):
         #: Each sourcesink's policy holder: ``reload_policies`` swaps what they hold.
         self.policies: dict[str, PolicyRef] = {}
         self.config: Config | None = None
+        #: Proxy and status server logins: hashing threads, cache, failure limits, counts.
+        self.logins: Logins | None = None
 
     def reload_policies(self, config: Config) -> None:
         """Swap in the lists of a freshly read configuration (SIGHUP).
@@ -124,6 +127,7 @@ def _node_service(
     sealer: Sealer | None = None,
     *,
     policy: PolicyRef | None = None,
+    logins: Logins | None = None,
 ) -> tuple[Node, MultiService, Sink | None]:
     node = Node(
         ss.clustername,
@@ -171,7 +175,9 @@ def _node_service(
     if ss.is_source:
         open_timeout = ss.open_timeout
         if ss.proxy is not None:
-            settings = ProxySettings.from_config(ss.peernode, ss.proxy, open_timeout, policy)
+            settings = ProxySettings.from_config(
+                ss.peernode, ss.proxy, open_timeout, policy, logins
+            )
             factory = ProxyFactory(node, settings, reactor)
         else:
             factory = FixedForwardFactory(
@@ -193,6 +199,7 @@ def build_service(config: Config, reactor) -> SocketeerService:
     """Compose broker, channels, sources and sinks into one MultiService."""
     root = SocketeerService()
     root.config = config
+    root.logins = logins = Logins(config.logins, reactor)
     limits = StompLimits(max_body=config.broker.max_frame_size)
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)
@@ -215,7 +222,7 @@ def build_service(config: Config, reactor) -> SocketeerService:
     for ss in config.sourcesinks:
         sealer = sealer_for(ss.channel, ss.clustername, config.seal_max_age)
         policy = root.policies[ss.id] = PolicyRef(ss.policy)
-        node, svc, sink = _node_service(ss, reactor, limits, sealer, policy=policy)
+        node, svc, sink = _node_service(ss, reactor, limits, sealer, policy=policy, logins=logins)
         root.nodes[ss.id] = node
         if sink is not None:
             root.sinks[ss.id] = sink

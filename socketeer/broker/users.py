@@ -25,7 +25,7 @@ import hmac
 import os
 from collections.abc import Iterable, Mapping
 
-from socketeer.passwords import hash_password, parse_stored, verify
+from socketeer.passwords import dummy_stored, verify
 
 __all__ = ["BrokerAuth", "destination_allowed"]
 
@@ -53,15 +53,8 @@ class BrokerAuth:
     ) -> None:
         self._users = dict(users or {})
         self._destinations = {k: tuple(v) for k, v in (destinations or {}).items()}
-        iterations = next(
-            (p[0] for p in map(parse_stored, self._users.values()) if p is not None), None
-        )
         # What an unknown login is checked against: as costly as a real user's passcode.
-        self._no_user = (
-            hash_password(os.urandom(16).hex(), iterations=iterations)
-            if iterations is not None
-            else "\0no such user"
-        )
+        self._no_user = dummy_stored(self._users.values())
         self._key = os.urandom(32)
         self._verified: dict[str, bytes] = {}
 
