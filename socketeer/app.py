@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.logger import Logger
@@ -20,8 +19,10 @@ from socketeer.broker.router import Router
 from socketeer.channel.client import ChannelService
 from socketeer.channel.endpoints import client_endpoint
 from socketeer.config.channels import channel_is_protected
+from socketeer.config.keys import SOURCESINK
 from socketeer.config.load import load_config
 from socketeer.config.model import Config, ConfigError, SourceSinkConfig
+from socketeer.listening import ListenError, keyed_listener
 from socketeer.logins import Logins
 from socketeer.policy import EMPTY_POLICY, PolicyRef
 from socketeer.sink.connect import Sink
@@ -51,6 +52,27 @@ class SocketeerService(MultiService):
         self.config: Config | None = None
         #: Proxy and status server logins: hashing threads, cache, failure limits, counts.
         self.logins: Logins | None = None
+        #: A process of its own (twistd) exits with one line when a listener cannot bind;
+        #: an embedding application gets the ListenError.
+        self.exit_on_listen_error = False
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ListenError as e:
+            self._cannot_listen(e)
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except ListenError as e:
+            self._cannot_listen(e)
+
+    def _cannot_listen(self, error: ListenError) -> None:
+        if not self.exit_on_listen_error:
+            raise error
+        log.critical("{error}", error=str(error))  # twistd's log: stdout with -n, else its file
+        raise SystemExit(1)
 
     def reload_policies(self, config: Config) -> None:
         """Swap in the lists of a freshly read configuration (SIGHUP).
@@ -189,7 +211,9 @@ def _node_service(
                 open_timeout=open_timeout,
                 policy=policy,
             )
-        listener = strports.service(ss.serverport, factory, reactor=reactor)
+        listener = keyed_listener(
+            f"{SOURCESINK}{ss.id}.serverport", ss.serverport, factory, reactor
+        )
         listener.setName("listener")
         listener.setServiceParent(svc)
     return node, svc, sink

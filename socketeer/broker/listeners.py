@@ -12,14 +12,15 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from twisted.application import strports
 from twisted.application.service import IService
 from twisted.internet import ssl
 from twisted.internet.interfaces import IProtocolFactory, IReactorCore
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from socketeer.channel.tls import identity_options, openssl_certificates
+from socketeer.config.keys import K_PORT, K_SSLPORT
 from socketeer.config.tlsfiles import read_certificates
+from socketeer.listening import keyed_listener
 
 __all__ = [
     "BrokerTLSSettings",
@@ -54,10 +55,15 @@ def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
 
 
 def broker_service(
-    endpoint_description: str, factory: IProtocolFactory, reactor: IReactorCore
+    endpoint_description: str,
+    factory: IProtocolFactory,
+    reactor: IReactorCore,
+    key: str = K_PORT,
 ) -> IService:
-    """A service listening on ``endpoint_description``; fails at startup if it cannot bind."""
-    return strports.service(with_backlog(endpoint_description), factory, reactor)
+    """A service listening on ``endpoint_description``; at startup, a ListenError naming
+    *key* if it cannot bind."""
+    description = with_backlog(endpoint_description)
+    return keyed_listener(key, description, factory, reactor, shown=endpoint_description)
 
 
 def server_options(
@@ -87,4 +93,4 @@ def broker_tls_service(
 ) -> IService:
     """The broker's TLS listener service on ``settings.listen``."""
     options = server_options(settings.cert, settings.key, settings.client_ca)
-    return broker_service(settings.listen, tls_server_factory(options, factory), reactor)
+    return broker_service(settings.listen, tls_server_factory(options, factory), reactor, K_SSLPORT)

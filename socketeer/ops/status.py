@@ -23,13 +23,14 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from socketeer.config.keys import K_STATUS_PORT
+from socketeer.listening import keyed_listener
 from socketeer.logins import Logins
 from socketeer.ops.snapshot import ServiceSnapshot, SourcesinkState, take_snapshot
 from socketeer.policy import client_host
@@ -431,7 +432,7 @@ class StatusService(MultiService):
         top.putChild(b"status", StatusResource(self.snapshot))
         top.putChild(b"metrics", MetricsResource(self.registry))
         self.site = StatusSite(top, config.status.users, reactor, logins)
-        listener = strports.service(config.status.listen, self.site, reactor=reactor)
+        listener = keyed_listener(K_STATUS_PORT, config.status.listen, self.site, reactor)
         listener.setName("listener")
         listener.setServiceParent(self)
         self._pinger: LoopingCall | None = None
