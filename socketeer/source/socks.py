@@ -176,6 +176,15 @@ class SocksHandler(Handler):
 
     def _resolve(self, request: socks.Request) -> None:
         proto = self.proto
+        policy = proto.settings.policy
+        if policy is not None:  # the source's target policy judges the name (or address)
+            decision = policy.judge_lookup(
+                request.host, cluster=proto.node.cluster, node=proto.settings.peer
+            )
+            if not decision.allowed:
+                proto.node.stats.denied[decision.rule] += 1
+                self._refuse(self._fail_code(OpenFailure.DENIED), decision.rule_text)
+                return
         proto.cancel_timer()
         reverse = request.command is socks.Command.RESOLVE_PTR
         d = proto.node.resolve(
