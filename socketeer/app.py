@@ -234,6 +234,7 @@ def build_service(config: Config, reactor) -> SocketeerService:
             users={k: v.value for k, v in config.broker.users.items()},
             limits=limits,
             destinations=config.broker.destinations,
+            cert_login=config.broker.tls is not None and config.broker.tls.cert_login == "cn",
         )
         if config.broker.listen is not None:  # messagingserverport=none: TLS only
             broker = broker_service(config.broker.listen, factory, reactor)

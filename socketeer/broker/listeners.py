@@ -10,7 +10,7 @@ sit next to the plain listener or replace it.
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.application.service import IService
 from twisted.internet import ssl
@@ -44,6 +44,7 @@ class BrokerTLSSettings(Protocol):
     cert: str
     key: str
     client_ca: str | None
+    key_passphrase: Any  # a Secret, or None
 
 
 def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
@@ -67,10 +68,11 @@ def broker_service(
 
 
 def server_options(
-    cert_path: str, key_path: str, client_ca: str | None = None
+    cert_path: str, key_path: str, client_ca: str | None = None, passphrase: str | None = None
 ) -> ssl.CertificateOptions:
-    """TLS server context options for the broker; with ``client_ca``, client certs required."""
-    identity = identity_options(cert_path, key_path)
+    """TLS server context options for the broker; with ``client_ca``, client certs required;
+    an encrypted key is decrypted with *passphrase*."""
+    identity = identity_options(cert_path, key_path, passphrase)
     kwargs: dict[str, object] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
     if client_ca:
         kwargs.update(
@@ -92,5 +94,7 @@ def broker_tls_service(
     settings: BrokerTLSSettings, factory: IProtocolFactory, reactor: IReactorCore
 ) -> IService:
     """The broker's TLS listener service on ``settings.listen``."""
-    options = server_options(settings.cert, settings.key, settings.client_ca)
+    secret = getattr(settings, "key_passphrase", None)
+    passphrase = secret.value if secret is not None else None
+    options = server_options(settings.cert, settings.key, settings.client_ca, passphrase)
     return broker_service(settings.listen, tls_server_factory(options, factory), reactor, K_SSLPORT)

@@ -279,7 +279,10 @@ class BrokerProtocol(protocol.Protocol):
             return
         version = common[-1]
         login = headers.get(StompSpec.LOGIN_HEADER)
-        if not self._authenticate(login, headers.get(StompSpec.PASSCODE_HEADER)):
+        certified = self._settings.auth.certified_login(self.transport, login)
+        if certified is not None:
+            login = certified  # a verified client certificate's common name: no passcode
+        elif not self._authenticate(login, headers.get(StompSpec.PASSCODE_HEADER)):
             self.log.warn(
                 "{session}: authentication failed for login {login!r}",
                 session=self.session_id,
@@ -632,11 +635,12 @@ class BrokerFactory(protocol.Factory):
         close_timeout: float = 5.0,
         max_subscriptions: int = 1024,
         destinations: Mapping[str, Iterable[str]] | None = None,
+        cert_login: bool = False,
     ) -> None:
         self.router = router
         self._clock = clock
         self._settings = _Settings(
-            auth=BrokerAuth(users, destinations),
+            auth=BrokerAuth(users, destinations, cert_login=cert_login),
             limits=limits,
             heartbeat_ms=heartbeat_ms,
             connect_timeout=connect_timeout,

@@ -24,6 +24,10 @@ K_SSLPORT = GENERAL + "messagingserversslport"
 K_SSLCERT = GENERAL + "messagingserversslcert"
 K_SSLKEY = GENERAL + "messagingserversslkey"
 K_SSLCLIENTCA = GENERAL + "messagingserversslclientca"
+#: Decrypts an encrypted messagingserversslkey (a secret reference like any secret).
+K_SSLKEYPASSPHRASE = GENERAL + "messagingserversslkeypassphrase"
+#: ``cn``: a verified client certificate's common name is the broker login.
+K_CERTLOGIN = GENERAL + "messagingservercertlogin"
 #: ``messagingserveruserdestinations.<login>=<prefix>,...``
 USER_DEST_PREFIX = GENERAL + "messagingserveruserdestinations."
 # How tunnel traffic must be protected.
@@ -67,6 +71,8 @@ GENERAL_KEYS = (
     K_SSLCERT,
     K_SSLKEY,
     K_SSLCLIENTCA,
+    K_SSLKEYPASSPHRASE,
+    K_CERTLOGIN,
     K_REQUIRE_ENCRYPTION,
     K_SEAL_MAX_AGE,
     *STATUS_KEYS,

@@ -93,6 +93,8 @@ class BrokerTLSConfig:
     cert: str
     key: str
     client_ca: str | None = None  # set: clients must present a certificate it signed
+    key_passphrase: Secret | None = None  # decrypts an encrypted key
+    cert_login: str | None = None  # "cn": a client certificate's common name is the login
 
 
 @dataclass(frozen=True)
