@@ -10,7 +10,9 @@ import pytest_twisted
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import protocol, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.testing import MemoryReactorClock
 
+from socketeer.app import build_service
 from socketeer.broker.listeners import server_options
 from socketeer.channel.url import parse_channel_url
 from socketeer.config.load import parse_config
@@ -76,6 +78,8 @@ def test_broker_key_passphrase_is_a_secret_reference(pki, monkeypatch):
     )
     assert config.broker.tls.key_passphrase.value == PASSPHRASE
     assert PASSPHRASE not in repr(config.broker.tls)
+    root = build_service(config, MemoryReactorClock())  # the listener's context: key decrypted
+    assert [s.name for s in root] == ["broker-tls"]
 
 
 @pytest.mark.parametrize(
