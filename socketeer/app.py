@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.logger import Logger
@@ -20,8 +19,11 @@ from socketeer.broker.router import Router
 from socketeer.channel.client import ChannelService
 from socketeer.channel.endpoints import client_endpoint
 from socketeer.config.channels import channel_is_protected
+from socketeer.config.keys import SOURCESINK
 from socketeer.config.load import load_config
 from socketeer.config.model import Config, ConfigError, SourceSinkConfig
+from socketeer.listening import ListenError, keyed_listener
+from socketeer.logins import Logins
 from socketeer.policy import EMPTY_POLICY, PolicyRef
 from socketeer.sink.connect import Sink
 from socketeer.sink.resolve import SystemResolver
@@ -48,6 +50,29 @@ class SocketeerService(MultiService):
         #: Each sourcesink's policy holder: ``reload_policies`` swaps what they hold.
         self.policies: dict[str, PolicyRef] = {}
         self.config: Config | None = None
+        #: Proxy and status server logins: hashing threads, cache, failure limits, counts.
+        self.logins: Logins | None = None
+        #: A process of its own (twistd) exits with one line when a listener cannot bind;
+        #: an embedding application gets the ListenError.
+        self.exit_on_listen_error = False
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ListenError as e:
+            self._cannot_listen(e)
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except ListenError as e:
+            self._cannot_listen(e)
+
+    def _cannot_listen(self, error: ListenError) -> None:
+        if not self.exit_on_listen_error:
+            raise error
+        log.critical("{error}", error=str(error))  # twistd's log: stdout with -n, else its file
+        raise SystemExit(1)
 
     def reload_policies(self, config: Config) -> None:
         """Swap in the lists of a freshly read configuration (SIGHUP).
@@ -124,6 +149,7 @@ def _node_service(
     sealer: Sealer | None = None,
     *,
     policy: PolicyRef | None = None,
+    logins: Logins | None = None,
 ) -> tuple[Node, MultiService, Sink | None]:
     node = Node(
         ss.clustername,
@@ -171,7 +197,9 @@ def _node_service(
     if ss.is_source:
         open_timeout = ss.open_timeout
         if ss.proxy is not None:
-            settings = ProxySettings.from_config(ss.peernode, ss.proxy, open_timeout, policy)
+            settings = ProxySettings.from_config(
+                ss.peernode, ss.proxy, open_timeout, policy, logins
+            )
             factory = ProxyFactory(node, settings, reactor)
         else:
             factory = FixedForwardFactory(
@@ -183,7 +211,9 @@ def _node_service(
                 open_timeout=open_timeout,
                 policy=policy,
             )
-        listener = strports.service(ss.serverport, factory, reactor=reactor)
+        listener = keyed_listener(
+            f"{SOURCESINK}{ss.id}.serverport", ss.serverport, factory, reactor
+        )
         listener.setName("listener")
         listener.setServiceParent(svc)
     return node, svc, sink
@@ -193,6 +223,7 @@ def build_service(config: Config, reactor) -> SocketeerService:
     """Compose broker, channels, sources and sinks into one MultiService."""
     root = SocketeerService()
     root.config = config
+    root.logins = logins = Logins(config.logins, reactor)
     limits = StompLimits(max_body=config.broker.max_frame_size)
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)
@@ -211,6 +242,7 @@ def build_service(config: Config, reactor) -> SocketeerService:
             max_connections_per_address=config.broker.limits.max_connections_per_address,
             max_transactions=config.broker.limits.max_transactions,
             max_transaction_bytes=config.broker.limits.max_transaction_bytes,
+            cert_login=config.broker.tls is not None and config.broker.tls.cert_login == "cn",
         )
         if config.broker.listen is not None:  # messagingserverport=none: TLS only
             broker = broker_service(config.broker.listen, factory, reactor)
@@ -223,7 +255,7 @@ def build_service(config: Config, reactor) -> SocketeerService:
     for ss in config.sourcesinks:
         sealer = sealer_for(ss.channel, ss.clustername, config.seal_max_age)
         policy = root.policies[ss.id] = PolicyRef(ss.policy)
-        node, svc, sink = _node_service(ss, reactor, limits, sealer, policy=policy)
+        node, svc, sink = _node_service(ss, reactor, limits, sealer, policy=policy, logins=logins)
         root.nodes[ss.id] = node
         if sink is not None:
             root.sinks[ss.id] = sink

@@ -579,6 +579,54 @@ class Policy:
                 return Decision(False, host, port, rule.id, text)
         return Decision(True, host, port)
 
+    def judge_lookup(
+        self,
+        host: str,
+        *,
+        cluster: str = "",
+        node: str = "",
+        addresses: Sequence[str] | None = None,
+    ) -> Decision:
+        """A name lookup (SOCKS RESOLVE) or a reverse one (RESOLVE_PTR, *host* an address).
+
+        A lookup has no port: it is allowed if a connection to *host* could be. So the
+        whitelist must match the host (or every address it resolved to) on some port, and a
+        blacklist rule denies it only if it covers every port (a rule for port 22 leaves
+        port 80 reachable). The maplist does not apply (it may depend on the port).
+        """
+        if not self.judges_targets:
+            return Decision(True, host, 0)
+        canonical = _canonical_or_none(host)
+        if canonical is None:
+            return Decision(False, host, 0, "invalid-host", f"invalid host {host!r}")
+        resolved: list[Host] = []
+        for text in addresses or ():
+            address = _canonical_or_none(text)
+            if not isinstance(address, IPv4Address | IPv6Address):
+                return Decision(False, host, 0, "invalid-host", f"{host} resolved to {text!r}")
+            resolved.append(address)
+        if self.whitelist:
+            rules = [r for r in self.whitelist if r.applies(cluster, node)]
+            listed = any(r.matches_host(canonical) for r in rules) or (
+                bool(resolved) and all(any(r.matches_host(a) for r in rules) for a in resolved)
+            )
+            if not listed:
+                return Decision(
+                    False,
+                    host,
+                    0,
+                    "whitelist",
+                    f"lookup of {host} is not in whitelist {_profiles(self.whitelist)}",
+                )
+        for candidate in (canonical, *resolved):
+            for rule in self.blacklist:
+                if rule.applies(cluster, node) and not rule.ports and rule.matches_host(candidate):
+                    text = f"lookup of {host}: {rule.describe()}"
+                    if candidate is not canonical:
+                        text += f", matched by {host} -> {host_text(candidate)}"
+                    return Decision(False, host, 0, rule.id, text)
+        return Decision(True, host, 0)
+
     def evaluate(self, host: str, port: int, *, cluster: str = "", node: str = "") -> Decision:
         """The whole evaluation a source makes: maplist, then whitelist, then blacklist.
 
@@ -615,3 +663,7 @@ class PolicyRef:
     def evaluate(self, host: str, port: int, *, cluster: str = "", node: str = "") -> Decision:
         """The policy held now on a target (:meth:`Policy.evaluate`)."""
         return self.policy.evaluate(host, port, cluster=cluster, node=node)
+
+    def judge_lookup(self, host: str, *, cluster: str = "", node: str = "") -> Decision:
+        """The policy held now on a name lookup (:meth:`Policy.judge_lookup`)."""
+        return self.policy.judge_lookup(host, cluster=cluster, node=node)

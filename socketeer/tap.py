@@ -51,6 +51,7 @@ def makeService(options: Options) -> IService:
 
     tune_malloc()  # our own process: keep relayed buffers for reuse (socketeer.ops.memtune)
     root = build_service(options["parsed"], reactor)
+    root.exit_on_listen_error = True  # one line and exit status 1, not a traceback
     # systemd Type=notify: READY=1 once every node is connected. Added last, so it starts
     # after every listener before it is bound.
     readiness = ReadinessService(root.nodes.values())

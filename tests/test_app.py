@@ -66,3 +66,25 @@ async def test_stop_closes_streams_and_broker_connections():
     server_side.transport.loseConnection()
     for p in targets:
         await p.stopListening()
+
+
+def test_an_embedding_application_gets_a_listen_error_naming_the_key():
+    from socketeer.listening import ListenError
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        endpoint = f"tcp:{held.getsockname()[1]}:interface=127.0.0.1"
+        root = build_service(
+            parse_config(
+                "socketeer.general.messagingserverenabled=true\n"
+                f"socketeer.general.messagingserverport={endpoint}\n"
+            ),
+            reactor,
+        )
+        with pytest.raises(ListenError) as caught:
+            root.privilegedStartService()
+    assert str(caught.value) == (
+        f"socketeer.general.messagingserverport: cannot listen on {endpoint}: "
+        "Address already in use"
+    )

@@ -15,12 +15,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import client, common, hol, peers, profile, report, run, target  # noqa: E402
+from bench import client, common, hol, logins, peers, profile, report, run, target  # noqa: E402
 
 
 def test_modules_import() -> None:
     assert callable(run.main) and callable(client.main) and callable(target.main)
     assert peers.Ssh(peers.GCM).name == run.REFERENCE
+    assert logins.summary([0.001, 0.003, 0.002])["median_ms"] == 2.0
 
 
 def test_pattern_wraps_and_checksums() -> None:

@@ -10,16 +10,17 @@ sit next to the plain listener or replace it.
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Any, Protocol
 
-from twisted.application import strports
 from twisted.application.service import IService
 from twisted.internet import ssl
 from twisted.internet.interfaces import IProtocolFactory, IReactorCore
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from socketeer.channel.tls import identity_options, openssl_certificates
+from socketeer.config.keys import K_PORT, K_SSLPORT
 from socketeer.config.tlsfiles import read_certificates
+from socketeer.listening import keyed_listener
 
 __all__ = [
     "BrokerTLSSettings",
@@ -43,6 +44,7 @@ class BrokerTLSSettings(Protocol):
     cert: str
     key: str
     client_ca: str | None
+    key_passphrase: Any  # a Secret, or None
 
 
 def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
@@ -54,17 +56,23 @@ def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
 
 
 def broker_service(
-    endpoint_description: str, factory: IProtocolFactory, reactor: IReactorCore
+    endpoint_description: str,
+    factory: IProtocolFactory,
+    reactor: IReactorCore,
+    key: str = K_PORT,
 ) -> IService:
-    """A service listening on ``endpoint_description``; fails at startup if it cannot bind."""
-    return strports.service(with_backlog(endpoint_description), factory, reactor)
+    """A service listening on ``endpoint_description``; at startup, a ListenError naming
+    *key* if it cannot bind."""
+    description = with_backlog(endpoint_description)
+    return keyed_listener(key, description, factory, reactor, shown=endpoint_description)
 
 
 def server_options(
-    cert_path: str, key_path: str, client_ca: str | None = None
+    cert_path: str, key_path: str, client_ca: str | None = None, passphrase: str | None = None
 ) -> ssl.CertificateOptions:
-    """TLS server context options for the broker; with ``client_ca``, client certs required."""
-    identity = identity_options(cert_path, key_path)
+    """TLS server context options for the broker; with ``client_ca``, client certs required;
+    an encrypted key is decrypted with *passphrase*."""
+    identity = identity_options(cert_path, key_path, passphrase)
     kwargs: dict[str, object] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
     if client_ca:
         kwargs.update(
@@ -86,5 +94,7 @@ def broker_tls_service(
     settings: BrokerTLSSettings, factory: IProtocolFactory, reactor: IReactorCore
 ) -> IService:
     """The broker's TLS listener service on ``settings.listen``."""
-    options = server_options(settings.cert, settings.key, settings.client_ca)
-    return broker_service(settings.listen, tls_server_factory(options, factory), reactor)
+    secret = getattr(settings, "key_passphrase", None)
+    passphrase = secret.value if secret is not None else None
+    options = server_options(settings.cert, settings.key, settings.client_ca, passphrase)
+    return broker_service(settings.listen, tls_server_factory(options, factory), reactor, K_SSLPORT)

@@ -405,7 +405,10 @@ class BrokerProtocol(protocol.Protocol):
             return
         version = common[-1]
         login = headers.get(StompSpec.LOGIN_HEADER)
-        if not self._authenticate(login, headers.get(StompSpec.PASSCODE_HEADER)):
+        certified = self._settings.auth.certified_login(self.transport, login)
+        if certified is not None:
+            login = certified  # a verified client certificate's common name: no passcode
+        elif not self._authenticate(login, headers.get(StompSpec.PASSCODE_HEADER)):
             self._fail(
                 "Authentication failed",
                 headers,
@@ -959,11 +962,12 @@ class BrokerFactory(protocol.Factory):
         max_connections_per_address: int = DEFAULT_BROKER_MAX_CONNECTIONS_PER_ADDRESS,
         max_transactions: int = DEFAULT_BROKER_MAX_TRANSACTIONS,
         max_transaction_bytes: int = DEFAULT_BROKER_MAX_TRANSACTION_BYTES,
+        cert_login: bool = False,
     ) -> None:
         self.router = router
         self._clock = clock
         self._settings = _Settings(
-            auth=BrokerAuth(users, destinations),
+            auth=BrokerAuth(users, destinations, cert_login=cert_login),
             limits=limits,
             heartbeat_ms=heartbeat_ms,
             connect_timeout=connect_timeout,

@@ -16,6 +16,11 @@ destination starting with it; any other prefix allows itself and what lies below
 ``/topic/sisotopic.c.si`` but not ``/topic/sisotopic.c2``. So one broker can host several
 clusters (``/topic/<topic>.<cluster>``) without one cluster's credentials reaching another's
 destinations. A login without such a key may use every destination.
+
+Certificate logins (``socketeer.general.messagingservercertlogin=cn``, like RabbitMQ's
+EXTERNAL mechanism): on the TLS listener, which then requires client certificates signed by
+``messagingserversslclientca``, a client's certificate common name is its login, without a
+passcode, and gets that login's destinations.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import hmac
 import os
 from collections.abc import Iterable, Mapping
 
-from socketeer.passwords import hash_password, parse_stored, verify
+from cryptography.x509.oid import NameOID
+
+from socketeer.passwords import dummy_stored, verify
 
 __all__ = ["BrokerAuth", "destination_allowed"]
 
@@ -50,18 +57,14 @@ class BrokerAuth:
         self,
         users: Mapping[str, str] | None = None,
         destinations: Mapping[str, Iterable[str]] | None = None,
+        cert_login: bool = False,
     ) -> None:
         self._users = dict(users or {})
+        #: A verified client certificate's common name is a login (RabbitMQ's EXTERNAL).
+        self.cert_login = cert_login
         self._destinations = {k: tuple(v) for k, v in (destinations or {}).items()}
-        iterations = next(
-            (p[0] for p in map(parse_stored, self._users.values()) if p is not None), None
-        )
         # What an unknown login is checked against: as costly as a real user's passcode.
-        self._no_user = (
-            hash_password(os.urandom(16).hex(), iterations=iterations)
-            if iterations is not None
-            else "\0no such user"
-        )
+        self._no_user = dummy_stored(self._users.values())
         self._key = os.urandom(32)
         self._verified: dict[str, bytes] = {}
 
@@ -87,6 +90,30 @@ class BrokerAuth:
             self._verified[login] = mac
             return True
         return False
+
+    def certified_login(self, transport: object, login: str | None) -> str | None:
+        """The login a verified client certificate gives this connection, or None.
+
+        With certificate logins on, a client that presented a certificate (over a listener
+        that requires and verifies them) logs in as its common name without a passcode, if
+        that is a broker user (or no users are configured) and the CONNECT names no other
+        login. Otherwise the passcode is checked as usual.
+        """
+        if not self.cert_login:
+            return None
+        get = getattr(transport, "getPeerCertificate", None)
+        cert = get() if get is not None else None
+        if cert is None:
+            return None
+        names = cert.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if len(names) != 1 or not isinstance(names[0].value, str):
+            return None
+        common_name = names[0].value
+        if login is not None and login != common_name:
+            return None
+        if self._users and common_name not in self._users:
+            return None
+        return common_name
 
     def allowed(self, login: str | None, destination: str) -> bool:
         """May ``login`` send to / subscribe to ``destination``?"""

@@ -167,13 +167,16 @@ class _ChannelCreator:
         return connection
 
 
-def identity_options(cert_path: str, key_path: str) -> dict[str, Any]:
-    """CertificateOptions arguments for a certificate chain and its key (cryptography objects).
+def identity_options(
+    cert_path: str, key_path: str, passphrase: str | None = None
+) -> dict[str, Any]:
+    """CertificateOptions arguments for a certificate chain and its key (cryptography objects;
+    an encrypted key is decrypted with *passphrase*).
 
     Raises TLSFileError, naming the file, if either cannot be read or they do not match.
     """
     certs = read_certificates(cert_path)
-    key = read_private_key(key_path)
+    key = read_private_key(key_path, passphrase=passphrase)
     check_key_matches(certs[0], key, cert_path, key_path)
     return {"certificate": certs[0], "privateKey": key, "extraCertChain": certs[1:]}
 
@@ -195,7 +198,8 @@ def client_creator(spec: ChannelSpec) -> IOpenSSLClientConnectionCreator:
     extra: dict[str, Any] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
     certfile = spec.option("certfile")
     if certfile:
-        extra.update(identity_options(certfile, spec.option("keyfile") or certfile))
+        passphrase = spec.key_passphrase.value if spec.key_passphrase is not None else None
+        extra.update(identity_options(certfile, spec.option("keyfile") or certfile, passphrase))
     options = ssl.optionsForClientTLS(spec.host, trust, extraCertificateOptions=extra)
     fingerprint = spec.option("fingerprint")
     pin = normalize_fingerprint(fingerprint) if fingerprint else None

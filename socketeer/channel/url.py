@@ -13,7 +13,8 @@ the STOMP ``host`` header) and ``heartbeat`` (milliseconds, ``0`` disables).
 ``stomp+ssl://`` (or ``ssl:`` in the short form) is STOMP over TLS, default port
 61627, with the extra parameters ``cafile`` (PEM trust roots; default: the system's
 store), ``certfile`` and ``keyfile`` (a client certificate; the key defaults to the
-certfile), ``fingerprint`` (the broker certificate's sha256, hex, colons allowed) and
+certfile; ``keypassphrase`` decrypts an encrypted key, and may be a secret reference such
+as ``env:NAME``), ``fingerprint`` (the broker certificate's sha256, hex, colons allowed) and
 ``verify`` (``full``, the default: CA, host name and the pin if given; ``pin``: only the
 fingerprint, for a self-signed broker certificate). See :mod:`socketeer.channel.tls`.
 
@@ -59,6 +60,8 @@ DEFAULT_STOMP_PORT = 61626
 DEFAULT_STOMP_SSL_PORT = 61627
 DEFAULT_HEARTBEAT_MS = 10_000
 QUERY_PARAMS = ("username", "password", "codekey", "vhost", "heartbeat")
+#: The TLS parameter that decrypts a client key: a secret, never shown.
+KEY_PASSPHRASE = "keypassphrase"
 
 # The topic ends up inside broker destination names, so keep it boring.
 _TOPIC_RE = re.compile(r"[A-Za-z0-9_\-]+")
@@ -107,7 +110,7 @@ class StompSslScheme(StompScheme):
     name = "stomp+ssl"
     default_port = DEFAULT_STOMP_SSL_PORT
     transport = "tls"
-    params = ("cafile", "certfile", "keyfile", "fingerprint", "verify")
+    params = ("cafile", "certfile", "keyfile", "keypassphrase", "fingerprint", "verify")
     encrypted = True
 
     def check_options(self, options: dict[str, str]) -> None:
@@ -129,6 +132,8 @@ class StompSslScheme(StompScheme):
             raise ChannelURLError("verify=pin needs a fingerprint parameter")
         if "keyfile" in options and "certfile" not in options:
             raise ChannelURLError("channel parameter keyfile needs certfile")
+        if KEY_PASSPHRASE in options and "certfile" not in options:
+            raise ChannelURLError("channel parameter keypassphrase needs certfile")
 
 
 class SslScheme(StompSslScheme):
@@ -159,6 +164,7 @@ class ChannelSpec:
     options: tuple[tuple[str, str], ...] = ()
     failover: tuple[ChannelSpec, ...] = ()  # further brokers of a failover: channel
     randomize: bool = False  # failover: try the brokers in random order
+    key_passphrase: Secret | None = None  # stomp+ssl: decrypts the client certificate's key
 
     @property
     def brokers(self) -> tuple[ChannelSpec, ...]:
@@ -185,6 +191,8 @@ class ChannelSpec:
             query.append(("password", "***"))
         if self.codekey is not None:
             query.append(("codekey", "***"))
+        if self.key_passphrase is not None:
+            query.append((KEY_PASSPHRASE, "***"))
         if self.vhost is not None:
             query.append(("vhost", self.vhost))
         if self.heartbeat_ms != DEFAULT_HEARTBEAT_MS:
@@ -343,6 +351,7 @@ def _parse_single(text: str) -> ChannelSpec:
     check_options = getattr(scheme, "check_options", None)
     if check_options is not None:
         check_options(options)
+    passphrase = options.pop(KEY_PASSPHRASE, None)  # a secret: kept out of options
     return ChannelSpec(
         scheme=scheme_name,
         host=host,
@@ -354,4 +363,5 @@ def _parse_single(text: str) -> ChannelSpec:
         vhost=params.get("vhost"),
         heartbeat_ms=heartbeat,
         options=tuple(options.items()),
+        key_passphrase=None if passphrase is None else Secret(passphrase),
     )

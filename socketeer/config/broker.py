@@ -38,6 +38,7 @@ from socketeer.config.endpoints import (
     read_interface,
 )
 from socketeer.config.keys import (
+    K_CERTLOGIN,
     K_ENABLED,
     K_HANDSHAKE_TIMEOUT,
     K_INTERFACE,
@@ -52,6 +53,7 @@ from socketeer.config.keys import (
     K_SSLCERT,
     K_SSLCLIENTCA,
     K_SSLKEY,
+    K_SSLKEYPASSPHRASE,
     K_SSLPORT,
     K_SUBSCRIBERQUEUE,
     USER_DEST_PREFIX,
@@ -112,7 +114,7 @@ def _user_destinations(
 def _broker_tls(props: Properties, interface: str, warnings: list[str]) -> BrokerTLSConfig | None:
     port = props.get(K_SSLPORT)
     if port is None or port.lower() == "none":
-        for other in (K_SSLCERT, K_SSLKEY, K_SSLCLIENTCA):
+        for other in (K_SSLCERT, K_SSLKEY, K_SSLCLIENTCA, K_SSLKEYPASSPHRASE, K_CERTLOGIN):
             if props.get(other) is not None:
                 raise props.error(other, f"{other} needs {K_SSLPORT}", f"set {K_SSLPORT}")
         return None
@@ -133,16 +135,46 @@ def _broker_tls(props: Properties, interface: str, warnings: list[str]) -> Broke
     key = props.file_path(key_value) if key_value else cert
     ca_value = props.get(K_SSLCLIENTCA)
     client_ca = props.file_path(ca_value) if ca_value else None
+    passphrase = None
+    passphrase_value = props.get(K_SSLKEYPASSPHRASE)
+    if passphrase_value is not None:
+        passphrase = props.secret(K_SSLKEYPASSPHRASE, passphrase_value, "key passphrase")
     try:
-        check_key_pair(cert, key)
+        check_key_pair(cert, key, passphrase)
     except TLSFileError as e:
-        raise props.error(K_SSLKEY if key_value else K_SSLCERT, str(e)) from None
+        wrong = passphrase is not None and "passphrase" in str(e)
+        where = K_SSLKEYPASSPHRASE if wrong else K_SSLKEY if key_value else K_SSLCERT
+        raise props.error(where, str(e)) from None
     if client_ca is not None:
         try:
             read_certificates(client_ca, "client CA file")
         except TLSFileError as e:
             raise props.error(K_SSLCLIENTCA, str(e)) from None
-    return BrokerTLSConfig(listen, cert, key, client_ca)
+    cert_login = _cert_login(props, client_ca)
+    return BrokerTLSConfig(
+        listen,
+        cert,
+        key,
+        client_ca,
+        key_passphrase=None if passphrase is None else Secret(passphrase),
+        cert_login=cert_login,
+    )
+
+
+def _cert_login(props: Properties, client_ca: str | None) -> str | None:
+    """``messagingservercertlogin``: ``cn`` or ``none`` (the default)."""
+    value = props.get(K_CERTLOGIN)
+    if value is None or value.strip().lower() == "none":
+        return None
+    if value.strip().lower() != "cn":
+        raise props.error(K_CERTLOGIN, f"invalid value {value!r}", "cn or none")
+    if client_ca is None:
+        raise props.error(
+            K_CERTLOGIN,
+            "certificate logins need verified client certificates",
+            f"set {K_SSLCLIENTCA} too",
+        )
+    return "cn"
 
 
 def _broker_limits(props: Properties) -> BrokerLimits:

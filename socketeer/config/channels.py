@@ -1,7 +1,7 @@
 """A sourcesink's ``channel`` key: the URL parsed, its secrets resolved, its TLS files checked.
 
 Secret references (``env:``, ``file:``, ``literal:``; see :mod:`socketeer.config.secretref`)
-in a channel's password and codekey are resolved once, here. The TLS files of a
+in a channel's password, codekey and keypassphrase are resolved once, here. The TLS files of a
 ``stomp+ssl`` channel are made relative to the properties file's directory and read now,
 so a bad one stops start-up with a located error instead of failing each connection.
 Errors name the key and line, never a secret.
@@ -37,6 +37,10 @@ def _one_broker(props: Properties, key: str, spec: ChannelSpec) -> ChannelSpec:
         changes["password"] = Secret(props.secret(key, spec.password.value, "password"))
     if spec.codekey is not None:
         changes["codekey"] = Secret(props.secret(key, spec.codekey.value, "codekey"))
+    passphrase = None
+    if spec.key_passphrase is not None:
+        passphrase = props.secret(key, spec.key_passphrase.value, "key passphrase")
+        changes["key_passphrase"] = Secret(passphrase)
     if spec.options:
         options = []
         for name, value in spec.options:
@@ -49,7 +53,7 @@ def _one_broker(props: Properties, key: str, spec: ChannelSpec) -> ChannelSpec:
             if "cafile" in opts:
                 read_certificates(opts["cafile"], "CA file")
             if "certfile" in opts:
-                check_key_pair(opts["certfile"], opts.get("keyfile", opts["certfile"]))
+                check_key_pair(opts["certfile"], opts.get("keyfile", opts["certfile"]), passphrase)
         except TLSFileError as e:
             raise props.error(key, f"channel TLS: {e}") from None
     return replace(spec, **changes) if changes else spec

@@ -91,3 +91,14 @@ DEFAULT_SOCKS5_ENABLED = True
 DEFAULT_HTTP_ENABLED = True
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0  # seconds for a client's SOCKS or HTTP request
 DEFAULT_IDLE_TIMEOUT = 0.0  # seconds; 0: none
+
+# -- proxy and status server logins (socketeer.general.login*) ------------------------------
+
+DEFAULT_LOGIN_CACHE_SIZE = 1024  # verified credentials remembered, at most
+DEFAULT_LOGIN_CACHE_AGE = 300.0  # seconds a verified credential is remembered
+DEFAULT_LOGIN_MAX_FAILURES = 10  # failed logins from one address within the window ...
+DEFAULT_LOGIN_FAILURE_WINDOW = 60.0  # ... of this many seconds ...
+DEFAULT_LOGIN_LOCKOUT = 300.0  # ... refuse that address's logins for this many seconds
+DEFAULT_LOGIN_MAX_ADDRESSES = 10_000  # addresses whose failures are remembered, at most
+DEFAULT_LOGIN_THREADS = 2  # password hashes computed at once (off the reactor thread)
+DEFAULT_LOGIN_MAX_PENDING = 256  # logins waiting for a hash; more are refused at once

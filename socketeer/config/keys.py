@@ -33,6 +33,10 @@ K_SSLPORT = GENERAL + "messagingserversslport"
 K_SSLCERT = GENERAL + "messagingserversslcert"
 K_SSLKEY = GENERAL + "messagingserversslkey"
 K_SSLCLIENTCA = GENERAL + "messagingserversslclientca"
+#: Decrypts an encrypted messagingserversslkey (a secret reference like any secret).
+K_SSLKEYPASSPHRASE = GENERAL + "messagingserversslkeypassphrase"
+#: ``cn``: a verified client certificate's common name is the broker login.
+K_CERTLOGIN = GENERAL + "messagingservercertlogin"
 #: ``messagingserveruserdestinations.<login>=<prefix>,...``
 USER_DEST_PREFIX = GENERAL + "messagingserveruserdestinations."
 # How tunnel traffic must be protected.
@@ -45,6 +49,26 @@ K_STATUS_INTERFACE = GENERAL + "statusserverinterface"
 #: ``statusserveruser.<login>=<password>``: who may read the status server.
 STATUS_USER_PREFIX = GENERAL + "statusserveruser."
 STATUS_KEYS = (K_STATUS_ENABLED, K_STATUS_PORT, K_STATUS_INTERFACE)
+# Proxy and status server logins: the verified-credentials cache, failed-attempt limits and
+# the hashing threads.
+K_LOGIN_CACHE_SIZE = GENERAL + "logincachesize"
+K_LOGIN_CACHE_AGE = GENERAL + "logincacheage"
+K_LOGIN_MAX_FAILURES = GENERAL + "loginmaxfailures"
+K_LOGIN_FAILURE_WINDOW = GENERAL + "loginfailurewindow"
+K_LOGIN_LOCKOUT = GENERAL + "loginlockout"
+K_LOGIN_MAX_ADDRESSES = GENERAL + "loginmaxaddresses"
+K_LOGIN_THREADS = GENERAL + "loginthreads"
+K_LOGIN_MAX_PENDING = GENERAL + "loginmaxpending"
+LOGIN_KEYS = (
+    K_LOGIN_CACHE_SIZE,
+    K_LOGIN_CACHE_AGE,
+    K_LOGIN_MAX_FAILURES,
+    K_LOGIN_FAILURE_WINDOW,
+    K_LOGIN_LOCKOUT,
+    K_LOGIN_MAX_ADDRESSES,
+    K_LOGIN_THREADS,
+    K_LOGIN_MAX_PENDING,
+)
 
 #: Every ``socketeer.general.*`` key but the per-login ones.
 GENERAL_KEYS = (
@@ -64,9 +88,12 @@ GENERAL_KEYS = (
     K_SSLCERT,
     K_SSLKEY,
     K_SSLCLIENTCA,
+    K_SSLKEYPASSPHRASE,
+    K_CERTLOGIN,
     K_REQUIRE_ENCRYPTION,
     K_SEAL_MAX_AGE,
     *STATUS_KEYS,
+    *LOGIN_KEYS,
 )
 
 #: The ``<key>`` of ``socketeer.sourcesink.<id>.<key>``.

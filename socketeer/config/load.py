@@ -39,6 +39,7 @@ from socketeer.config.keys import (
     is_status_user_key,
     sourcesink_id,
 )
+from socketeer.config.logins import login_limits
 from socketeer.config.model import BrokerConfig, Config, ConfigError, SourceSinkConfig
 from socketeer.config.policies import policy_entry, policy_profiles, with_policies
 from socketeer.config.properties import NAME_ALLOWED, Properties, is_name, read_entries, read_text
@@ -89,6 +90,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         require_encryption=require,
         seal_max_age=seal_max_age(props),
         status=status,
+        logins=login_limits(props),
     )
 
 

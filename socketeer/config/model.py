@@ -19,6 +19,14 @@ from socketeer.config.defaults import (
     DEFAULT_BROKER_MAX_TRANSACTION_BYTES,
     DEFAULT_BROKER_MAX_TRANSACTIONS,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_LOGIN_CACHE_AGE,
+    DEFAULT_LOGIN_CACHE_SIZE,
+    DEFAULT_LOGIN_FAILURE_WINDOW,
+    DEFAULT_LOGIN_LOCKOUT,
+    DEFAULT_LOGIN_MAX_ADDRESSES,
+    DEFAULT_LOGIN_MAX_FAILURES,
+    DEFAULT_LOGIN_MAX_PENDING,
+    DEFAULT_LOGIN_THREADS,
     DEFAULT_MAX_PENDING_OPENS,
     DEFAULT_PING_INTERVAL,
     DEFAULT_REQUIRE_ENCRYPTION,
@@ -36,6 +44,7 @@ __all__ = [
     "BrokerTLSConfig",
     "Config",
     "ConfigError",
+    "LoginLimits",
     "ProxyConfig",
     "SourceSinkConfig",
     "StatusConfig",
@@ -93,6 +102,8 @@ class BrokerTLSConfig:
     cert: str
     key: str
     client_ca: str | None = None  # set: clients must present a certificate it signed
+    key_passphrase: Secret | None = None  # decrypts an encrypted key
+    cert_login: str | None = None  # "cn": a client certificate's common name is the login
 
 
 @dataclass(frozen=True)
@@ -169,6 +180,20 @@ class SourceSinkConfig:
 
 
 @dataclass(frozen=True)
+class LoginLimits:
+    """How proxy and status server logins are cached and rate-limited (``login*`` keys)."""
+
+    cache_size: int = DEFAULT_LOGIN_CACHE_SIZE
+    cache_age: float = DEFAULT_LOGIN_CACHE_AGE
+    max_failures: int = DEFAULT_LOGIN_MAX_FAILURES  # 0: no limit
+    failure_window: float = DEFAULT_LOGIN_FAILURE_WINDOW
+    lockout: float = DEFAULT_LOGIN_LOCKOUT
+    max_addresses: int = DEFAULT_LOGIN_MAX_ADDRESSES
+    threads: int = DEFAULT_LOGIN_THREADS
+    max_pending: int = DEFAULT_LOGIN_MAX_PENDING
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything one Socketeer process runs, plus the warnings found while reading it."""
 
@@ -180,3 +205,4 @@ class Config:
     require_encryption: bool = DEFAULT_REQUIRE_ENCRYPTION
     seal_max_age: float = DEFAULT_SEAL_MAX_AGE  # seconds; older (or newer) seals are dropped
     status: StatusConfig | None = None  # the status server (/metrics, /status); None: off
+    logins: LoginLimits = LoginLimits()  # proxy and status server logins

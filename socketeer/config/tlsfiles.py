@@ -50,17 +50,26 @@ def read_certificates(path: str, what: str = "certificate file") -> list[x509.Ce
     return certs
 
 
-def read_private_key(path: str, what: str = "key file"):
-    """The PEM private key in ``path`` (unencrypted)."""
+def read_private_key(path: str, what: str = "key file", passphrase: str | None = None):
+    """The PEM private key in ``path``; an encrypted one needs its *passphrase*."""
     data = _read(path, what)
     try:
-        return serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise TLSFileError(
-            f"{what} {path} is encrypted; a key without passphrase is needed"
-        ) from None
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # encrypted
+        if passphrase is None:
+            raise TLSFileError(
+                f"{what} {path} is encrypted; give its passphrase (or use a key without one)"
+            ) from None
     except ValueError:
         raise TLSFileError(f"{what} {path} holds no PEM private key") from None
+    else:
+        if passphrase is not None:
+            raise TLSFileError(f"{what} {path} is not encrypted, but a passphrase is given for it")
+        return key
+    try:
+        return serialization.load_pem_private_key(data, password=passphrase.encode("utf-8"))
+    except (TypeError, ValueError):
+        raise TLSFileError(f"cannot decrypt {what} {path}: wrong passphrase") from None
 
 
 def check_key_matches(cert: x509.Certificate, key: Any, cert_path: str, key_path: str) -> None:
@@ -71,10 +80,10 @@ def check_key_matches(cert: x509.Certificate, key: Any, cert_path: str, key_path
         raise TLSFileError(f"the key in {key_path} does not match the certificate in {cert_path}")
 
 
-def check_key_pair(cert_path: str, key_path: str) -> None:
+def check_key_pair(cert_path: str, key_path: str, passphrase: str | None = None) -> None:
     """Raise TLSFileError unless ``cert_path`` and ``key_path`` make a usable identity."""
     certs = read_certificates(cert_path)
-    key = read_private_key(key_path)
+    key = read_private_key(key_path, passphrase=passphrase)
     check_key_matches(certs[0], key, cert_path, key_path)
 
 

@@ -36,6 +36,10 @@ twice and nothing on the data path changes when metrics are on:
 ``socketeer_broker_paused_publishers``      publishers not read: a queue they fill is full
 ``socketeer_broker_slow_disconnects_total`` subscribers disconnected: over their queue
                                             bound too long
+``socketeer_logins_total{door,outcome}``    proxy (``door="proxy"``) and status server
+                                            password checks: ``ok``, ``cached``,
+                                            ``failed``, ``locked-out``, ``busy``
+``socketeer_logins_pending``                logins waiting for (or running) a hash
 ``socketeer_info{version}``                 always 1
 =========================================== ==============================================
 """
@@ -43,13 +47,14 @@ twice and nothing on the data path changes when metrics are on:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from socketeer.ops.snapshot import ServiceSnapshot
 
-__all__ = ["SocketeerCollector"]
+__all__ = ["LoginCollector", "SocketeerCollector"]
 
 _LABELS = ["cluster", "node"]
 #: What ``describe`` renders: no nodes, but every family.
@@ -170,3 +175,23 @@ class SocketeerCollector(Collector):
             )
             slow.add_metric([], snap.broker_slow_disconnects or 0)
             yield from (queued, paused, slow)
+
+
+class LoginCollector(Collector):
+    """The process's login counters (:class:`socketeer.logins.Logins`), read at scrape time."""
+
+    def __init__(self, logins: Any) -> None:
+        self._logins = logins
+
+    def collect(self) -> Iterator[Metric]:
+        total = CounterMetricFamily(
+            "socketeer_logins", "Password checks by door and outcome", labels=["door", "outcome"]
+        )
+        for (door, outcome), count in sorted(self._logins.counts.items()):
+            total.add_metric([door, outcome], count)
+        yield total
+        pending = GaugeMetricFamily(
+            "socketeer_logins_pending", "Logins waiting for (or running) a password hash"
+        )
+        pending.add_metric([], self._logins.pending)
+        yield pending

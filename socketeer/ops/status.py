@@ -18,21 +18,23 @@ no stream is open.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from socketeer.config.keys import K_STATUS_PORT
+from socketeer.listening import keyed_listener
+from socketeer.logins import Logins
 from socketeer.ops.human import human_bytes, human_seconds
 from socketeer.ops.snapshot import ServiceSnapshot, SourcesinkState, take_snapshot
-from socketeer.passwords import verify
+from socketeer.policy import client_host
 from socketeer.secret import Secret
 
 __all__ = ["PING_INTERVAL", "StatusService", "node_report", "report"]
@@ -317,41 +319,69 @@ class _Unauthorized(resource.Resource):
         return b"authentication required\n"
 
 
-class StatusSite(server.Site):
-    """The status server's site: HTTP basic authentication when users are configured, and
-    no access log (a Prometheus scrape every few seconds would drown the useful lines)."""
+class _Checking(resource.Resource):
+    """A request whose password is being checked off the reactor thread: answered when the
+    verdict comes (the resource it asked for, or 401), or forgotten if the client left."""
 
-    def __init__(self, root: resource.Resource, users: Mapping[str, Secret], reactor) -> None:
+    isLeaf = True
+
+    def __init__(self, site: StatusSite, verdict: Deferred) -> None:
+        super().__init__()
+        self._site = site
+        self._verdict = verdict
+
+    def render(self, request: server.Request) -> int:
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(ok: bool) -> None:
+            if gone:
+                return
+            target = self._site.resource_for(request) if ok else _Unauthorized()
+            body = target.render(request)
+            if body is server.NOT_DONE_YET:  # pragma: no cover - our resources answer at once
+                return
+            if request.method != b"HEAD":
+                request.write(body)
+            request.finish()
+
+        self._verdict.addCallback(answer)
+        return server.NOT_DONE_YET
+
+
+class StatusSite(server.Site):
+    """The status server's site: HTTP basic authentication when users are configured
+    (checked by a :class:`socketeer.logins.Door`: off the reactor thread, cached, failures
+    limited per address), and no access log (a Prometheus scrape every few seconds would
+    drown the useful lines)."""
+
+    def __init__(
+        self, root: resource.Resource, users: Mapping[str, Secret], reactor, logins: Logins
+    ) -> None:
         super().__init__(root, reactor=reactor)
-        self._users = dict(users)
-        self._verified: dict[bytes, None] = {}  # digests of credentials that passed
+        self._door = logins.door("status", users) if users else None
 
     def log(self, request: server.Request) -> None:
         pass
 
-    def authorized(self, request: server.Request) -> bool:
-        if not self._users:
-            return True
-        login = request.getUser().decode("utf-8", "replace")
-        password = request.getPassword().decode("utf-8", "replace")
-        stored = self._users.get(login)
-        if stored is None:
-            return False
-        # A pbkdf2 hash costs ~0.1 s to check: remember credentials that passed.
-        digest = hashlib.sha256(f"{login}\0{password}\0{stored.value}".encode()).digest()
-        if digest in self._verified:
-            return True
-        if not verify(stored.value, password):
-            return False
-        if len(self._verified) >= 64:
-            self._verified.pop(next(iter(self._verified)))
-        self._verified[digest] = None
-        return True
+    def resource_for(self, request: server.Request) -> resource.Resource:
+        """The resource *request* asks for, once it is authorized."""
+        return super().getResourceFor(request)
 
     def getResourceFor(self, request: server.Request) -> resource.Resource:
-        if not self.authorized(request):
-            return _Unauthorized()
-        return super().getResourceFor(request)
+        if self._door is None:
+            return self.resource_for(request)
+        if request.getHeader("authorization") is None:
+            return _Unauthorized()  # a browser's first request: not a failed login
+        login = request.getUser().decode("utf-8", "replace")
+        password = request.getPassword().decode("utf-8", "replace")
+        address = client_host(request.getClientAddress())
+        d = self._door.login(login, password, address)
+        verdict: list[bool] = []
+        d.addCallback(verdict.append)
+        if not verdict:
+            return _Checking(self, d.addCallback(lambda _: verdict[0]))
+        return self.resource_for(request) if verdict[0] else _Unauthorized()
 
 
 class StatusService(MultiService):
@@ -366,7 +396,7 @@ class StatusService(MultiService):
         from prometheus_client.platform_collector import PlatformCollector
         from prometheus_client.process_collector import ProcessCollector
 
-        from socketeer.ops.metrics import SocketeerCollector
+        from socketeer.ops.metrics import LoginCollector, SocketeerCollector
 
         self.root = root
         self.config = config
@@ -379,12 +409,16 @@ class StatusService(MultiService):
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(SocketeerCollector(self.snapshot))
+        logins = getattr(root, "logins", None)
+        if logins is None:
+            logins = Logins(config.logins, reactor)
+        self.registry.register(LoginCollector(logins))
         top = resource.Resource()
         top.putChild(b"", _Index())
         top.putChild(b"status", StatusResource(self.snapshot))
         top.putChild(b"metrics", MetricsResource(self.registry))
-        self.site = StatusSite(top, config.status.users, reactor)
-        listener = strports.service(config.status.listen, self.site, reactor=reactor)
+        self.site = StatusSite(top, config.status.users, reactor, logins)
+        listener = keyed_listener(K_STATUS_PORT, config.status.listen, self.site, reactor)
         listener.setName("listener")
         listener.setServiceParent(self)
         self._pinger: LoopingCall | None = None

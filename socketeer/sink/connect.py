@@ -86,7 +86,12 @@ class Sink:
         return d.addBoth(done)
 
     def resolve(self, env: Envelope) -> None:
-        """Answer a RESOLVE request (SOCKS5 RESOLVE / RESOLVE_PTR through the source)."""
+        """Answer a RESOLVE request (SOCKS5 RESOLVE / RESOLVE_PTR through the source).
+
+        A sink whose policy judges targets judges the name (or the address of a reverse
+        lookup) first, and a forward lookup's answer too (:meth:`Policy.judge_lookup`); a
+        refusal answers ``denied``, counted and logged with its rule.
+        """
         try:
             params = env.params()
             name = params["name"]
@@ -97,9 +102,22 @@ class Sink:
         if self.resolver is None or not name or len(name) > MAX_HOST:
             self.node.answer_resolve(env, None, OpenFailure.ERROR)
             return
+        policy = self.policy.policy if self.policy is not None else None
+        judge = policy if policy is not None and policy.judges_targets else None
+        cluster, peer = self.node.cluster, env.source
+        if judge is not None:
+            decision = judge.judge_lookup(name, cluster=cluster, node=peer)
+            if not decision.allowed:
+                self._deny_lookup(env, decision)
+                return
         d = self.resolver(name, reverse)
 
         def answered(address: str) -> None:
+            if judge is not None and not reverse:
+                decision = judge.judge_lookup(name, cluster=cluster, node=peer, addresses=[address])
+                if not decision.allowed:
+                    self._deny_lookup(env, decision)
+                    return
             self.node.answer_resolve(env, address)
 
         def failed(failure: Failure) -> None:
@@ -110,6 +128,13 @@ class Sink:
             self.node.answer_resolve(env, None, reason)
 
         self._deadline(d, d.cancel).addCallbacks(answered, failed)
+
+    def _deny_lookup(self, env: Envelope, decision: Decision) -> None:
+        self.node.stats.denied[decision.rule] += 1
+        self.log.info(
+            "refused a lookup for node {peer}: {why}", peer=env.source, why=decision.rule_text
+        )
+        self.node.answer_resolve(env, None, OpenFailure.DENIED)
 
     def open(self, env: Envelope) -> None:
         stream = Stream(self.node, env.source, env.resource, self.node.window, rx_seq=1)

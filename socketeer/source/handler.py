@@ -28,6 +28,7 @@ from socketeer.config.defaults import (
     DEFAULT_SOCKS5_ENABLED,
 )
 from socketeer.config.model import ProxyConfig
+from socketeer.logins import Door, Logins
 from socketeer.passwords import Authenticator
 from socketeer.policy import Decision, PolicyRef, client_host
 from socketeer.source.open import OpenFailed, describe_peer, open_checked
@@ -44,7 +45,9 @@ class ProxySettings:
     socks4: bool = DEFAULT_SOCKS4_ENABLED
     socks5: bool = DEFAULT_SOCKS5_ENABLED
     http: bool = DEFAULT_HTTP_ENABLED
-    authenticator: Authenticator | None = None
+    #: Checks proxy passwords: a :class:`socketeer.logins.Door` (off the reactor thread,
+    #: cached, failures limited per address), or anything with the same ``login``.
+    authenticator: Door | Authenticator | None = None
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     open_timeout: float = DEFAULT_OPEN_TIMEOUT
@@ -57,14 +60,21 @@ class ProxySettings:
         proxy: ProxyConfig,
         open_timeout: float,
         policy: PolicyRef | None = None,
+        logins: Logins | None = None,
     ) -> ProxySettings:
+        if proxy.users is None:
+            authenticator = None
+        elif logins is None:
+            authenticator = Authenticator(proxy.users)
+        else:
+            authenticator = logins.door("proxy", proxy.users)
         return cls(
             policy=policy,
             peer=peer,
             socks4=proxy.socks4,
             socks5=proxy.socks5,
             http=proxy.http,
-            authenticator=Authenticator(proxy.users) if proxy.users is not None else None,
+            authenticator=authenticator,
             handshake_timeout=proxy.handshake_timeout,
             idle_timeout=proxy.idle_timeout,
             open_timeout=open_timeout,
@@ -99,6 +109,7 @@ class ProxyConnection(SocketRelay):
         self.clock = clock
         self.handler: Handler | None = None
         self.client = ""
+        self.client_address = ""  # the host alone: failed logins are counted per address
         self._timer: IDelayedCall | None = None
         self._idle_mark = -1
         self.closed = False
@@ -115,6 +126,7 @@ class ProxyConnection(SocketRelay):
         super().connectionMade()
         peer = self.transport.getPeer()
         self.client = describe_peer(peer)
+        self.client_address = client_host(peer)
         if self.settings.policy is not None:
             self._admission = self.settings.policy.admit(client_host(peer))
         self.set_timer(self.settings.handshake_timeout, self._handshake_timed_out)

@@ -11,6 +11,7 @@ origins, each request routed by its own absolute URI.
 
 from __future__ import annotations
 
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -65,10 +66,12 @@ class HttpHandler(Handler):
         self.reader = RequestReader()
         self.exchange: Exchange | None = None
         self.client_done = False  # the client half-closed
+        self.checking = False  # a password is being checked
 
     def data_received(self, data: bytes) -> None:
         self.reader.receive_data(data)
-        self.pump()
+        if not self.checking:
+            self.pump()
 
     def pump(self) -> None:
         proto = self.proto
@@ -109,16 +112,49 @@ class HttpHandler(Handler):
         authenticator = proto.settings.authenticator
         if authenticator is not None:
             creds = request.credentials
-            if creds is None or not authenticator.check(creds.user, creds.password):
-                if creds is not None:
-                    self.log.info(
-                        "HTTP proxy authentication failed for user {user!r} from {client}",
-                        user=creds.user,
-                        client=proto.client,
-                    )
-                proto.transport.write(proxy_auth_required())
-                proto.close()
+            if creds is None:
+                return self._auth_refused(request)
+            verdict: list[bool] = []
+            d = maybeDeferred(authenticator.login, creds.user, creds.password, proto.client_address)
+            d.addCallback(verdict.append)
+            if not verdict:
+                # The hash runs off the reactor thread: stop reading until the verdict (the
+                # handshake timer still runs; a client that leaves meanwhile is forgotten).
+                self.checking = True
+                proto.transport.pauseProducing()
+                d.addCallback(lambda _: self._checked(request, verdict[0]))
                 return False
+            if not verdict[0]:
+                return self._auth_refused(request)
+        return self._start(request)
+
+    def _checked(self, request: ProxyRequest, ok: bool) -> None:
+        self.checking = False
+        proto = self.proto
+        if proto.closed:
+            return
+        proto.transport.resumeProducing()
+        if not ok:
+            self._auth_refused(request)
+        elif self._start(request):
+            self.pump()  # the body and any pipelined bytes wait in the reader
+
+    def _auth_refused(self, request: ProxyRequest) -> bool:
+        proto = self.proto
+        creds = request.credentials
+        if creds is not None:
+            self.log.info(
+                "HTTP proxy authentication failed for user {user!r} from {client}",
+                user=creds.user,
+                client=proto.client,
+            )
+        proto.transport.write(proxy_auth_required())
+        proto.close()
+        return False
+
+    def _start(self, request: ProxyRequest) -> bool:
+        """Run an admitted request; False when the connection stops being an HTTP reader."""
+        proto = self.proto
         target = f"{request.target_host}:{request.target_port}"
         if request.is_connect:
             proto.open_stream(

@@ -8,6 +8,7 @@ extensions) are answered by the sink's resolver.
 
 from __future__ import annotations
 
+from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -48,16 +49,22 @@ class SocksHandler(Handler):
             require_auth=settings.authenticator is not None and proto.admitted,
         )
         self.request: socks.Request | None = None
+        self._checking = False  # a password is being checked
 
     def data_received(self, data: bytes) -> None:
+        self.server.receive_data(data)
+        if self.request is None and not self._checking:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Take the parser's events until a request, a password to check, or more bytes."""
         server = self.server
-        server.receive_data(data)
-        if self.request is not None:
-            return  # bytes behind the request wait in trailing_data()
         try:
             while (event := server.next_event()) is not None:
                 if isinstance(event, socks.NeedsAuth):
                     self._authenticate(event)
+                    if self._checking:
+                        break  # the verdict resumes the handshake
                 else:
                     self.request = event
                     break
@@ -75,12 +82,36 @@ class SocksHandler(Handler):
             self._handle(self.request)
 
     def _authenticate(self, event: socks.NeedsAuth) -> None:
+        """Check the password off the reactor thread; the handshake waits for the verdict
+        (the handshake timer still runs, and a client that leaves meanwhile is forgotten).
+        A verdict that comes at once (a remembered password) is answered in place."""
         authenticator = self.proto.settings.authenticator
-        ok = authenticator is not None and authenticator.check(event.username, event.password)
+        if authenticator is None:  # pragma: no cover - NeedsAuth only with require_auth
+            self.server.auth_result(False)
+            return
+        d = maybeDeferred(
+            authenticator.login, event.username, event.password, self.proto.client_address
+        )
+        verdict: list[bool] = []
+        d.addCallback(verdict.append)
+        if verdict:
+            self._answer(verdict[0], event.username)
+            return
+        self._checking = True
+
+        def later(_: object) -> None:
+            self._checking = False
+            if not self.proto.closed:
+                self._answer(verdict[0], event.username)
+                self._pump()
+
+        d.addCallback(later)
+
+    def _answer(self, ok: bool, username: str) -> None:
         if not ok:
             self.log.info(
                 "SOCKS5 authentication failed for user {user!r} from {client}",
-                user=event.username,
+                user=username,
                 client=self.proto.client,
             )
         self.server.auth_result(ok)
@@ -145,6 +176,15 @@ class SocksHandler(Handler):
 
     def _resolve(self, request: socks.Request) -> None:
         proto = self.proto
+        policy = proto.settings.policy
+        if policy is not None:  # the source's target policy judges the name (or address)
+            decision = policy.judge_lookup(
+                request.host, cluster=proto.node.cluster, node=proto.settings.peer
+            )
+            if not decision.allowed:
+                proto.node.stats.denied[decision.rule] += 1
+                self._refuse(self._fail_code(OpenFailure.DENIED), decision.rule_text)
+                return
         proto.cancel_timer()
         reverse = request.command is socks.Command.RESOLVE_PTR
         d = proto.node.resolve(

@@ -232,6 +232,42 @@ async def test_basic_authentication_with_plain_and_hashed_passwords():
         await root.stopService()
 
 
+@pytest_twisted.ensureDeferred
+async def test_status_logins_are_limited_per_address_and_counted():
+    from prometheus_client import generate_latest
+
+    status = free_port()
+    prom = hash_password("s3cret", iterations=1000)
+    root = await start_service(
+        str(
+            Properties()
+            .broker(free_port())
+            .status(f"tcp:{status}")
+            .add(f"socketeer.general.statusserveruser.prom={prom}")
+            .add("socketeer.general.loginmaxfailures=2")
+        )
+    )
+    url = f"http://127.0.0.1:{status}/metrics"
+    try:
+        code, _, _ = await http_get(url)  # no credentials: asked for them, not a failure
+        assert code == 401
+        for password, expected in [("s3cret", 200), ("s3cret", 200), ("no", 401), ("no", 401)]:
+            code, _, _ = await http_get(url, {"Authorization": _basic("prom", password)})
+            assert code == expected
+        # Two failures from 127.0.0.1: even the right password is refused for a while.
+        code, _, _ = await http_get(url, {"Authorization": _basic("prom", "s3cret")})
+        assert code == 401
+        registry = root.getServiceNamed("status").registry
+        values = samples(generate_latest(registry).decode())
+        assert metric(values, "socketeer_logins_total", door="status", outcome="ok") == 1
+        assert metric(values, "socketeer_logins_total", door="status", outcome="cached") == 1
+        assert metric(values, "socketeer_logins_total", door="status", outcome="failed") == 2
+        assert metric(values, "socketeer_logins_total", door="status", outcome="locked-out") == 1
+        assert metric(values, "socketeer_logins_pending") == 0
+    finally:
+        await root.stopService()
+
+
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 

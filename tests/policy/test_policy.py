@@ -576,3 +576,24 @@ def test_policy_ref_is_mutable_and_shared() -> None:
     # admit and evaluate read the policy held at the moment of the call
     assert not ref.evaluate("a", 1).allowed
     assert ref.admit("10.0.0.1").allowed and not ref.admit("192.0.2.1").allowed
+
+
+# -- lookups (SOCKS RESOLVE / RESOLVE_PTR) -------------------------------------------------------
+
+
+def test_a_lookup_is_judged_by_host_on_any_port():
+    policy = Policy(
+        whitelist=(rule("whitelist", "web", host="*.example.com", port="443"),),
+        blacklist=(
+            rule(name="admin", host="admin.example.com"),
+            rule(name="ssh", host="ssh.example.com", port="22"),
+            rule(name="lan", host="10.0.0.0/8"),
+        ),
+    )
+    assert policy.judge_lookup("www.example.com").allowed  # whitelisted for port 443
+    assert policy.judge_lookup("ssh.example.com").allowed  # only port 22 is blacklisted
+    assert policy.judge_lookup("admin.example.com").rule == "blacklist.admin"
+    assert policy.judge_lookup("www.example.org").rule == "whitelist"
+    assert policy.judge_lookup("in.example.com", addresses=["10.0.0.1"]).rule == "blacklist.lan"
+    assert policy.judge_lookup("bad host!").rule == "invalid-host"
+    assert Policy().judge_lookup("anything").allowed

@@ -409,6 +409,83 @@ async def test_sink_judges_what_a_name_resolves_to(relay):
     assert relay.sink_node.stats.denied["blacklist.local"] == 2
 
 
+# -- Tor's RESOLVE and RESOLVE_PTR ---------------------------------------------------------------
+
+
+def socks5_resolve(host: str, ptr: bool = False) -> bytes:
+    """No-auth greeting and a RESOLVE (0xF0) of a name or RESOLVE_PTR (0xF1) of an IPv4."""
+    if ptr:
+        return b"\x05\x01\x00\x05\xf1\x00\x01" + bytes(map(int, host.split("."))) + b"\x00\x00"
+    name = host.encode()
+    return b"\x05\x01\x00\x05\xf0\x00\x03" + bytes([len(name)]) + name + b"\x00\x00"
+
+
+async def resolve_code(proxy: int, host: str, ptr: bool = False) -> int:
+    answer = await raw(proxy, socks5_resolve(host, ptr))
+    assert answer[:2] == b"\x05\x00", answer
+    return answer[3]
+
+
+@pytest_twisted.ensureDeferred
+async def test_source_policy_judges_resolve_and_resolve_ptr(relay, logged):
+    lookups: list[tuple[str, bool]] = []
+
+    def resolver(name: str, reverse: bool) -> defer.Deferred:
+        lookups.append((name, reverse))
+        return defer.succeed("name.test" if reverse else "192.0.2.7")
+
+    relay.sink.resolver = resolver
+    ref = policy(
+        "socketeer.sourcesink.so.blacklist=secret,ssh\n"
+        "socketeer.blacklist.secret.host=*.secret.test\n"
+        "socketeer.blacklist.ssh.host=ssh.test\n"
+        "socketeer.blacklist.ssh.port=22\n"  # only port 22: the name may still be looked up
+        "socketeer.sourcesink.so.whitelist=open\n"
+        "socketeer.whitelist.open.host=*.test,192.0.2.0/24\n"
+    )
+    proxy = await relay.proxy(policy=ref)
+    assert await resolve_code(proxy, "db.secret.test") == 0x02
+    assert await resolve_code(proxy, "elsewhere.example") == 0x02
+    assert await resolve_code(proxy, "198.51.100.1", ptr=True) == 0x02
+    assert lookups == []  # nothing denied reached the sink
+    assert await resolve_code(proxy, "ssh.test") == 0x00
+    assert await resolve_code(proxy, "www.test") == 0x00
+    assert await resolve_code(proxy, "192.0.2.9", ptr=True) == 0x00
+    assert lookups == [("ssh.test", False), ("www.test", False), ("192.0.2.9", True)]
+    denied = relay.source_node.stats.denied
+    assert denied["blacklist.secret"] == 1
+    assert denied["whitelist"] == 2
+    assert len([ln for ln in logged if "lookup of db.secret.test" in ln]) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_sink_policy_judges_resolve_and_its_answer(relay, logged):
+    answers = {"inside.test": "10.1.2.3", "outside.test": "192.0.2.1"}
+    lookups: list[str] = []
+
+    def resolver(name: str, reverse: bool) -> defer.Deferred:
+        lookups.append(name)
+        return defer.succeed(answers.get(name, "name.test"))
+
+    relay.sink.resolver = resolver
+    sink_policy(
+        relay,
+        "socketeer.sourcesink.si.blacklist=lan,corp\n"
+        "socketeer.blacklist.lan.host=10.0.0.0/8\n"
+        "socketeer.blacklist.corp.host=*.corp.test\n",
+    )
+    proxy = await relay.proxy()  # no policy at the source
+    assert await resolve_code(proxy, "db.corp.test") == 0x02  # the name itself
+    assert await resolve_code(proxy, "10.9.9.9", ptr=True) == 0x02  # the address of a PTR
+    assert lookups == []
+    assert await resolve_code(proxy, "inside.test") == 0x02  # what it resolved to
+    assert await resolve_code(proxy, "outside.test") == 0x00
+    assert lookups == ["inside.test", "outside.test"]
+    denied = relay.sink_node.stats.denied
+    assert (denied["blacklist.corp"], denied["blacklist.lan"]) == (1, 2)
+    assert [ln for ln in logged if "refused a lookup for node so" in ln]
+
+
 # -- SIGHUP: a real twistd ---------------------------------------------------------------------
 
 
