@@ -34,29 +34,19 @@ import urllib.request
 from pathlib import Path
 
 from bench.common import percentile
-from bench.peers import Proc, end, free_port, port_open, spawn, wait_for
+from bench.peers import Proc, ThreadedServer, emit, end, free_port, port_open, spawn, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 PROBE = struct.Struct("!Qd")  # sequence number, scheduled send time (monotonic)
 
 
-class Server(threading.Thread):
+class Server(ThreadedServer):
     """A loopback TCP server: each connection echoes (``echo``) or is read and discarded."""
 
     def __init__(self, echo: bool) -> None:
-        super().__init__(daemon=True)
+        super().__init__()
         self.echo = echo
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
-        self.port = self.sock.getsockname()[1]
-
-    def run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
     def serve(self, conn: socket.socket) -> None:
         with conn:
@@ -273,10 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         if "zz" in procs and procs["zz"].alive():
             os.kill(procs["zz"].pid, signal.SIGCONT)
         end(list(procs.values()))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
     return 0
 
 

@@ -17,7 +17,6 @@ JSON. Loopback only; it ends only the process it started.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -27,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.peers import end, free_port, port_open, spawn, wait_for
+from bench.peers import emit, end, free_port, port_open, spawn, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -208,10 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     finally:
         end([proc])
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, args.json, indent=1)
     return 0
 
 

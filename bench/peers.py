@@ -8,12 +8,14 @@ needs its privilege-separation directory /run/sshd to exist.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +68,38 @@ def socks_probe(proxy: tuple[str, int] | None, target: dict) -> bool:
             return s.recv(1) == b"?"
     except OSError:
         return False
+
+
+class ThreadedServer(threading.Thread):
+    """A loopback TCP server for the stress scripts: a thread per connection runs ``serve``.
+
+    Threads, not a reactor: the server must keep answering while the processes under test
+    are frozen or killed, and must not share their event loop.
+    """
+
+    def __init__(self, backlog: int = 64) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=backlog)
+        self.port = self.sock.getsockname()[1]
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:  # pragma: no cover - overridden
+        conn.close()
+
+
+def emit(result: dict, path: Path | None, indent: int = 2) -> None:
+    """Print a script's result as JSON, and write it to ``path`` too when given."""
+    text = json.dumps(result, indent=indent)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n")
 
 
 def _recv_exactly(s: socket.socket, n: int) -> bytes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -26,7 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.peers import Proc, end, free_port, port_open, spawn, wait_for
+from bench.peers import Proc, ThreadedServer, emit, end, free_port, port_open, spawn, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -42,22 +41,12 @@ def pattern(size: int) -> bytes:
     return bytes(out[:size])
 
 
-class Target(threading.Thread):
+class Target(ThreadedServer):
     """Reads an 8-byte seed, answers seed + pattern, closes."""
 
     def __init__(self, body: bytes) -> None:
-        super().__init__(daemon=True)
+        super().__init__(backlog=256)
         self.body = body
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
-        self.port = self.sock.getsockname()[1]
-
-    def run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
     def serve(self, conn: socket.socket) -> None:
         with conn:
@@ -218,10 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "at_end": last,
         "workdir": str(work),
     }
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(summary, args.json)
     return 0 if summary["failed"] == 0 and corrupt == 0 else 1
 
 

@@ -118,24 +118,49 @@ async def until_status(status: int, waiting: int) -> None:
     assert await waiting_opens(status) == waiting
 
 
+class Site:
+    """A broker, a sink and a source, each a real twistd process, and a counting target."""
+
+    def __init__(self, tmp_path: Path, wait: float) -> None:
+        self.broker, self.proxy, self.status = free_port(), free_port(), free_port()
+        self.paths = configs(tmp_path, self.broker, self.proxy, self.status, wait)
+        self.seen: Counter[str] = Counter()
+        self.ports: list = []
+        self.procs: list = []
+        self.target = 0
+
+    async def start(self) -> None:
+        factory = protocol.Factory.forProtocol(lambda: Target(self.seen))
+        self.target = await listen(factory, self.ports)
+        self.procs.append(start(self.paths["broker"], 1, BROKER_READY))
+        await self.procs[0].ready.addTimeout(30, reactor)
+        self.procs += [start(self.paths["sink"], 1), start(self.paths["source"], 1)]
+        for proc in self.procs[1:]:
+            await proc.ready.addTimeout(30, reactor)
+
+    async def kill_broker(self) -> None:
+        self.procs[0].transport.signalProcess(signal.SIGKILL)
+        await self.procs[0].ended.addTimeout(30, reactor)
+
+    async def close(self) -> None:
+        for proc in self.procs:
+            if proc.result is None:
+                proc.transport.signalProcess(signal.SIGCONT)  # a stopped one cannot stop
+                await stop(proc)
+        for port in self.ports:
+            await port.stopListening()
+
+
 @pytest_twisted.ensureDeferred
 async def test_connections_opened_during_a_broker_outage_succeed_once(tmp_path):
-    broker, proxy, status = free_port(), free_port(), free_port()
-    paths = configs(tmp_path, broker, proxy, status, wait=20)
-    seen: Counter[str] = Counter()
-    ports: list = []
-    target = await listen(protocol.Factory.forProtocol(lambda: Target(seen)), ports)
-    procs = [start(paths["broker"], 1, BROKER_READY)]
+    site = Site(tmp_path, wait=20)
     try:
-        await procs[0].ready.addTimeout(30, reactor)
-        procs += [start(paths["sink"], 1), start(paths["source"], 1)]
-        for proc in procs[1:]:
-            await proc.ready.addTimeout(30, reactor)
+        await site.start()
+        proxy, target, status, procs = site.proxy, site.target, site.status, site.procs
         first = await socks_request(proxy, target, "REQ before")
         assert await first.done.addTimeout(30, reactor) == (0, "OK REQ before\n")
 
-        procs[0].transport.signalProcess(signal.SIGKILL)
-        await procs[0].ended.addTimeout(30, reactor)
+        await site.kill_broker()
         # The sink comes back after the source: an OPEN that the source sends as soon as it is
         # reconnected finds no subscriber and is lost, unless the source sends it again.
         sink = procs[1]
@@ -147,7 +172,7 @@ async def test_connections_opened_during_a_broker_outage_succeed_once(tmp_path):
         await until_status(status, CLIENTS)
         assert not any(c.done.called for c in clients)
 
-        procs.append(start(paths["broker"], 1, BROKER_READY))
+        procs.append(start(site.paths["broker"], 1, BROKER_READY))
         await procs[-1].ready.addTimeout(30, reactor)
         await until_status(status, 0)  # the source is back on the channel: the OPENs left
         await procs[2].seen(b"is on the channel", 2)
@@ -155,42 +180,25 @@ async def test_connections_opened_during_a_broker_outage_succeed_once(tmp_path):
         results = [await c.done.addTimeout(60, reactor) for c in clients]
         assert results == [(0, f"OK REQ {i}\n") for i in range(CLIENTS)]
         # Each request reached the target exactly once, after the outage as before it.
-        assert seen == Counter({"REQ before": 1, **{f"REQ {i}": 1 for i in range(CLIENTS)}})
+        expected = {"REQ before": 1, **{f"REQ {i}": 1 for i in range(CLIENTS)}}
+        assert site.seen == Counter(expected)
         assert await waiting_opens(status) == 0
     finally:
-        for proc in procs:
-            if proc.result is None:
-                proc.transport.signalProcess(signal.SIGCONT)  # a stopped one cannot stop
-                await stop(proc)
-        for port in ports:
-            await port.stopListening()
+        await site.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_connection_waits_connecttimeout_then_hears_host_unreachable(tmp_path):
-    broker, proxy, status = free_port(), free_port(), free_port()
-    paths = configs(tmp_path, broker, proxy, status, wait=1)
-    seen: Counter[str] = Counter()
-    ports: list = []
-    target = await listen(protocol.Factory.forProtocol(lambda: Target(seen)), ports)
-    procs = [start(paths["broker"], 1, BROKER_READY)]
+    site = Site(tmp_path, wait=1)
     try:
-        await procs[0].ready.addTimeout(30, reactor)
-        procs += [start(paths["sink"], 1), start(paths["source"], 1)]
-        for proc in procs[1:]:
-            await proc.ready.addTimeout(30, reactor)
-        procs[0].transport.signalProcess(signal.SIGKILL)
-        await procs[0].ended.addTimeout(30, reactor)
-        client = await socks_request(proxy, target, "REQ never")
+        await site.start()
+        await site.kill_broker()
+        client = await socks_request(site.proxy, site.target, "REQ never")
         started = reactor.seconds()
         reply, answer = await client.done.addTimeout(30, reactor)
         assert (reply, answer) == (0x04, "")
         assert reactor.seconds() - started >= 0.9  # it waited for the channel first
-        assert not seen
-        await procs[2].seen(b"no channel to the broker for 1s")
+        assert not site.seen
+        await site.procs[2].seen(b"no channel to the broker for 1s")
     finally:
-        for proc in procs:
-            if proc.result is None:
-                await stop(proc)
-        for port in ports:
-            await port.stopListening()
+        await site.close()
