@@ -14,6 +14,7 @@ and :class:`~socketeer.tunnel.stats.NodeStats` (counters); :meth:`Node.snapshot`
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -70,6 +71,8 @@ def _is_resync(env: Envelope) -> bool:
 #: RETRY_MAX. A healthy sink answers in milliseconds, so this only fires after a loss.
 RETRY_FIRST = 0.5
 RETRY_MAX = 4.0
+#: RESOLVE requests a sink remembers (and their answers), to answer a repeat without a lookup.
+SERVED_RESOLVES = 4096
 
 
 class ChannelLink:
@@ -140,8 +143,12 @@ class Node:
         self.max_waiting = max_waiting
         #: OPENs (by stream key) and RESOLVEs (by (peer, request id)) waiting for the channel.
         self._waiting: dict[tuple[str, str], IDelayedCall] = {}
-        #: RESOLVEs in flight, for retransmission: (peer, request id) -> body.
+        #: RESOLVEs in flight, for retransmission: (peer, request id) -> body, retry timer.
         self._resolve_bodies: dict[tuple[str, str], bytes] = {}
+        self._resolve_retries: dict[tuple[str, str], IDelayedCall] = {}
+        #: A sink's RESOLVEs seen lately, by (source, request id): None while the lookup runs,
+        #: then the answer's body. Bounded; it makes a repeated request cost no lookup.
+        self._served_resolves: OrderedDict[tuple[str, str], bytes | None] = OrderedDict()
 
     @property
     def streams(self) -> StreamRegistry:
@@ -293,7 +300,7 @@ class Node:
         # Sent now, or (no channel yet) kept in the stream's outbox until the channel is ready.
         stream.send(MsgType.OPEN, body)
         if self._link is not None:
-            self._schedule_retry(stream, RETRY_FIRST)
+            self._schedule_retry(stream, self._first_retry(peer))
         # Logged after the OPEN left: the line costs tens of µs, not on the connect path.
         self.log.info(
             "stream {resource} from {client} to {target} via {peer}: opening",
@@ -324,11 +331,14 @@ class Node:
             )
         else:
             self._send(MsgType.RESOLVE, peer, rid, 0, body)
-            self._schedule_resolve_retry(key, RETRY_FIRST)
+            self._schedule_resolve_retry(key, self._first_retry(peer))
         return d
 
     def _resolve_settled(self, result: object, key: tuple[str, str]) -> object:
         self._resolve_bodies.pop(key, None)
+        retry = self._resolve_retries.pop(key, None)
+        if retry is not None and retry.active():
+            retry.cancel()
         waiting = self._waiting.pop(key, None)
         if waiting is not None and waiting.active():
             waiting.cancel()
@@ -358,6 +368,12 @@ class Node:
         self.stats.channel_wait_expired += 1
         give_up(f"no channel to the broker for {self.channel_wait:g}s")
 
+    def _first_retry(self, peer: str) -> float:
+        """The first resend waits for several round trips to ``peer`` (when one is known), so
+        a sink that is merely slow to connect is not sent copies."""
+        rtt = self.peers.rtt(peer)
+        return RETRY_FIRST if rtt is None else max(RETRY_FIRST, 4 * rtt)
+
     def _schedule_retry(self, stream: Stream, delay: float) -> None:
         stream.retry_timer = self.clock.callLater(delay, self._retry_open, stream, delay)
 
@@ -367,19 +383,23 @@ class Node:
         stream.retry_timer = None
         if stream.phase is not Phase.OPENING or stream.heard_from_peer:
             return
-        if self._link is not None:
+        if self._link is not None and not self._congested:  # a full broker gets no copies
             self.stats.retransmits += 1
             stream.resync()
         self._schedule_retry(stream, min(delay * 2, RETRY_MAX))
 
     def _schedule_resolve_retry(self, key: tuple[str, str], delay: float) -> None:
-        self.clock.callLater(delay, self._retry_resolve, key, delay)
+        old = self._resolve_retries.pop(key, None)
+        if old is not None and old.active():
+            old.cancel()
+        self._resolve_retries[key] = self.clock.callLater(delay, self._retry_resolve, key, delay)
 
     def _retry_resolve(self, key: tuple[str, str], delay: float) -> None:
+        self._resolve_retries.pop(key, None)
         body = self._resolve_bodies.get(key)
         if body is None:
             return  # answered, failed or timed out
-        if self._link is not None and key not in self._waiting:
+        if self._link is not None and not self._congested and key not in self._waiting:
             self.stats.retransmits += 1
             self._send(MsgType.RESOLVE, key[0], key[1], 0, body)
         self._schedule_resolve_retry(key, min(delay * 2, RETRY_MAX))
@@ -389,6 +409,9 @@ class Node:
     ) -> None:
         """The sink's side: send the answer to a RESOLVE request."""
         body = answer_body(address, failure)
+        key = (request.source, request.resource)
+        if key in self._served_resolves:  # kept, so that a repeated request gets it again
+            self._served_resolves[key] = body
         self._send(MsgType.RESOLVED, request.source, request.resource, 0, body)
 
     def ping(self, dest: str = BROADCAST) -> None:
@@ -414,6 +437,8 @@ class Node:
         )
         # Whatever was sent while the channel was down (or lost with the old connection) is
         # resent, and each peer is asked to resend what we missed: streams survive.
+        # Nothing could be heard while we were away: every peer's silence counts from now.
+        self.peers.reset_silence(self.clock.seconds())
         waiting, self._waiting = self._waiting, {}
         for timer in waiting.values():
             if timer.active():
@@ -463,10 +488,31 @@ class Node:
             self._liveness.stop()
         self._liveness = None
 
+    def _serve_resolve(self, env: Envelope) -> None:
+        """Hand a RESOLVE to the sink once: a repeat (the source sends again when no answer
+        came) of one still being looked up is dropped, of one answered gets that answer."""
+        key = (env.source, env.resource)
+        if key in self._served_resolves:
+            body = self._served_resolves[key]
+            if body is not None:
+                self._send(MsgType.RESOLVED, env.source, env.resource, 0, body)
+            return
+        self._served_resolves[key] = None
+        if len(self._served_resolves) > SERVED_RESOLVES:
+            self._served_resolves.popitem(last=False)
+        self._sink.resolve(env)
+
     def check_peers(self) -> None:
-        """Ping each quiet peer that carries streams; end the streams of a silent one."""
+        """Ping each quiet peer that carries streams; end the streams of a silent one.
+
+        Streams whose OPEN still waits for our channel are left to their own deadline
+        (``channel_wait``): the peer could not be heard while we were not connected.
+        """
         now = self.clock.seconds()
         for peer, streams in self._streams.by_peer().items():
+            streams = [s for s in streams if s.key not in self._waiting]
+            if not streams:
+                continue
             liveness = self.peers.liveness(peer, now)
             if liveness is Liveness.GONE:
                 self.log.warn(
@@ -560,7 +606,7 @@ class Node:
             return
         if env.type is MsgType.RESOLVE:
             if self._sink is not None:
-                self._sink.resolve(env)
+                self._serve_resolve(env)
             else:
                 self.answer_resolve(env, None, OpenFailure.ERROR)
             return

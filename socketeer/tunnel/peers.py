@@ -37,6 +37,8 @@ class _Peer:
     incarnation: str
     pong: float | None = None
     rtt: float | None = None
+    #: Silence is not counted before this (we could not hear anyone while disconnected).
+    since: float = 0.0
 
 
 class PeerTable:
@@ -83,7 +85,13 @@ class PeerTable:
     def silence(self, name: str, now: float) -> float:
         """Seconds since ``name`` was last heard (0 for a peer never met)."""
         peer = self._peers.get(name)
-        return 0.0 if peer is None else now - peer.heard
+        return 0.0 if peer is None else now - max(peer.heard, peer.since)
+
+    def reset_silence(self, now: float) -> None:
+        """Our channel is back: count every peer's silence from ``now``, not from before the
+        outage, so that streams just resent are not expired before the peer can answer."""
+        for peer in self._peers.values():
+            peer.since = now
 
     def liveness(self, name: str, now: float) -> Liveness:
         silence = self.silence(name, now)

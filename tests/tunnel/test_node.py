@@ -326,3 +326,25 @@ def test_the_sink_executes_a_repeated_open_once():
     for _ in range(3):
         sink_node.envelope_received(request)
     assert len(served) == 1
+
+
+def test_a_waiting_open_is_not_expired_by_a_peer_silent_since_the_outage():
+    clock = Clock()
+    node = Node("c", "so", "t", clock, incarnation="me", grace=60, ping_interval=5)
+    link = Link()
+    node.channel_ready(link)
+    node.envelope_received(from_peer(MsgType.PONG, "", body=encode_params({"t": 0})))
+    node.channel_lost()
+    clock.advance(56)  # the peer was last heard 56 s ago, just before the outage
+    stream = node.open_stream("si", "example.org", 80, timeout=90)
+    failed: list = []
+    stream.on_open_failed = lambda s, reason, message: failed.append(reason)
+    for _ in range(8):  # 8 s: the grace period passes while the OPEN waits
+        clock.advance(1)
+        node.check_peers()
+    assert failed == [] and stream.phase is Phase.OPENING
+    node.channel_ready(Link())  # back: the OPEN goes out, and the peer gets a fresh grace
+    for _ in range(10):
+        clock.advance(1)
+        node.check_peers()
+    assert failed == [] and stream.phase is Phase.OPENING

@@ -78,6 +78,7 @@ def test_node_resolves_through_its_peer():
     }
     node.envelope_received(answer(request.resource, answer_body("host.example")))
     assert outcome(d) == "host.example"
+    assert not clock.getDelayedCalls()  # the answer stops the resend timer at once
     clock.advance(60)
     assert len(link.sent) == 1  # answered: never sent again
     assert not clock.getDelayedCalls()
@@ -169,3 +170,30 @@ def test_a_resolve_request_goes_to_the_sink_or_is_refused(serving: bool):
     else:
         (reply,) = link.sent
         assert reply.type is MsgType.RESOLVED and reply.params() == {"reason": "error"}
+
+
+def test_a_sink_looks_a_repeated_request_up_once_and_repeats_its_answer():
+    node = Node("c", "si", "t", Clock(), incarnation="sink")
+    link = Link()
+    node.channel_ready(link)
+    served: list[Envelope] = []
+
+    class Sink:
+        def open(self, request: Envelope) -> None:  # pragma: no cover - not asked
+            raise AssertionError
+
+        def resolve(self, request: Envelope) -> None:
+            served.append(request)
+
+    node.serve(Sink())
+    request = Envelope(
+        MsgType.RESOLVE, "c", "so", "si", "src-r1", 0, 0, "src", request_body("x", False)
+    )
+    node.envelope_received(request)
+    node.envelope_received(request)  # sent again while the lookup runs: dropped
+    assert len(served) == 1 and link.sent == []
+    node.answer_resolve(request, "192.0.2.5")
+    node.envelope_received(request)  # sent again after the answer: the same answer, no lookup
+    assert len(served) == 1
+    answers = [e for e in link.sent if e.type is MsgType.RESOLVED]
+    assert len(answers) == 2 and answers[0].body == answers[1].body
