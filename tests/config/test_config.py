@@ -876,3 +876,44 @@ def test_malformed_password_hash_is_an_error() -> None:
     )
     with pytest.raises(ConfigError, match="malformed password hash"):
         parse_config(text, PATH)
+
+
+# The limits of the broker and of logins: each is a key whose bad value names the key,
+# the line and what is allowed, like every other key.
+LIMIT_CASES = [
+    ("g.messagingserversubscriberqueue", "10", "65536..1073741824"),
+    ("g.messagingserverslowsubscribertimeout", "-1", "> 0"),
+    ("g.messagingserverhandshaketimeout", "0", "> 0"),
+    ("g.messagingservermaxconnectframesize", "100", "1024..65536"),
+    ("g.messagingservermaxconnections", "0", "1..1000000"),
+    ("g.messagingservermaxconnectionsperaddress", "x", "1..1000000"),
+    ("g.messagingservermaxtransactions", "-1", "0..65536"),
+    ("g.messagingservermaxtransactionbytes", "12", "1024..1073741824"),
+]
+
+
+@pytest.mark.parametrize(("short_key", "value", "allowed"), LIMIT_CASES)
+def test_broker_limit_errors_point_at_the_key(short_key: str, value: str, allowed: str) -> None:
+    text = render({short_key: value})
+    key = full(short_key)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, PATH)
+    assert info.value.key == key and info.value.line == line_of(text, key)
+    assert "; allowed: " in str(info.value) and allowed in str(info.value)
+
+
+def test_broker_limits_are_read() -> None:
+    config = parse_config(
+        render(
+            {
+                "g.messagingserversubscriberqueue": "65536",
+                "g.messagingserverslowsubscribertimeout": "2.5",
+                "g.messagingservermaxconnections": "7",
+                "g.messagingservermaxtransactions": "0",
+            }
+        ),
+        PATH,
+    )
+    broker = config.broker
+    assert (broker.subscriber_queue, broker.slow_subscriber_timeout) == (65536, 2.5)
+    assert (broker.limits.max_connections, broker.limits.max_transactions) == (7, 0)
