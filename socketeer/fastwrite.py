@@ -16,6 +16,8 @@ through ``write()``/``writeSequence()``.
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import Sequence
 
 from twisted.internet.tcp import Connection
@@ -61,6 +63,23 @@ def write_sequence(transport, parts: Sequence[bytes]) -> None:
         transport.write(b"".join(parts)[sent:])  # a copy only when the socket was full
         return
     transport.writeSequence(list(parts))
+
+
+def reset(transport) -> None:
+    """End a connection with a TCP reset, not a FIN: the bytes it should have carried did
+    not all arrive, and a FIN would tell the client they had (SO_LINGER 0, then abort)."""
+    handle = getattr(transport, "getHandle", None)
+    sock = handle() if handle is not None else None
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.loseConnection()
 
 
 def no_delay(transport) -> None:

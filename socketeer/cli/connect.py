@@ -105,6 +105,10 @@ class StdioRelay(SocketRelay):
             # the peer's EOF, with stdin still open: StandardIO will report nothing more.
             self.connectionLost(None)
 
+    def stream_reset(self) -> None:
+        # Standard output has no reset: close it, as an ended stream does.
+        self.stream_ended()
+
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self._lost:  # reported by StandardIO, or by us when it would not
             return

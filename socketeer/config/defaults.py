@@ -78,6 +78,11 @@ DEFAULT_OPEN_TIMEOUT = OPEN_TIMEOUT_FACTOR * DEFAULT_CONNECT_TIMEOUT
 #: its connect timeout); beyond this many, a new one is refused at once.
 DEFAULT_MAX_PENDING_OPENS = 1024
 MAX_PENDING_OPENS_RANGE = (1, 1_000_000)
+#: Live streams a node carries in all, and with one peer node: each holds up to a window of
+#: memory, so a peer (or a hostile broker client) cannot make a node hold without bound.
+DEFAULT_MAX_STREAMS = 10_000
+DEFAULT_MAX_STREAMS_PER_PEER = 4096
+MAX_STREAMS_RANGE = (1, 1_000_000)
 DEFAULT_GRACE_PERIOD = 60.0  # seconds streams wait for a silent peer or a lost broker
 DEFAULT_PING_INTERVAL = 5.0  # seconds of silence before a peer node is pinged
 DEFAULT_FIXED_TYPE = 0

@@ -137,7 +137,7 @@ class Sink:
         self.node.answer_resolve(env, None, OpenFailure.DENIED)
 
     def open(self, env: Envelope) -> None:
-        stream = Stream(self.node, env.source, env.resource, self.node.window, rx_seq=1)
+        stream = self.node.accept_stream(env)
         try:
             params = env.params()
             host = params["host"]

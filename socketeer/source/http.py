@@ -45,6 +45,10 @@ def failure_response(reason: OpenFailure, target: str) -> bytes:
         return error_response(
             504, "Gateway Timeout", f"The tunnel did not reach {target} in time ({reason.value}).\n"
         )
+    if reason is OpenFailure.LIMIT:
+        return error_response(
+            503, "Service Unavailable", f"The tunnel carries too many streams for {target}.\n"
+        )
     if reason is OpenFailure.DENIED:
         return error_response(403, "Forbidden", f"Access to {target} is not allowed.\n")
     text = {

@@ -30,6 +30,7 @@ SOCKS5_REPLY = {
     # unreachable (0x01, "general failure", would hide that nothing reached the target).
     OpenFailure.NO_SINK: 0x04,
     OpenFailure.CHANNEL_LOST: 0x04,
+    OpenFailure.LIMIT: 0x01,  # too many streams: a general failure, as ssh -D gives
     OpenFailure.ERROR: 0x01,
 }
 

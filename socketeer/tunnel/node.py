@@ -29,9 +29,12 @@ from socketeer.config.defaults import (
     DEFAULT_FIXED_TYPE,
     DEFAULT_GRACE_PERIOD,
     DEFAULT_MAX_PENDING_OPENS,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_PEER,
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_WINDOW,
+    WINDOW_RANGE,
 )
 from socketeer.tunnel.peers import Liveness, PeerTable
 from socketeer.tunnel.reasons import OpenFailure
@@ -42,6 +45,7 @@ from socketeer.tunnel.stats import NodeStats
 from socketeer.tunnel.stream import Phase, Stream
 from socketeer.wire.envelope import (
     BROADCAST,
+    SEQUENCED,
     Envelope,
     EnvelopeError,
     MsgType,
@@ -73,6 +77,17 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 4.0
 #: RESOLVE requests a sink remembers (and their answers), to answer a repeat without a lookup.
 SERVED_RESOLVES = 4096
+#: Lookups a sink runs at once; beyond, a RESOLVE is answered with an error at once.
+MAX_LOOKUPS = 256
+#: Seconds between HELLOs to one peer that has not answered.
+HELLO_INTERVAL = 1.0
+#: Retransmission timeout: a stream whose oldest unacknowledged message is older than this
+#: (checked every ping interval) resynchronises with its peer; at least a few round trips.
+RTO_MIN = 2.0
+#: Peers without streams are forgotten after this many grace periods of silence.
+FORGET_AFTER = 10
+#: A SESSION_RESET goes to one stale (peer, incarnation) at most once per this many seconds.
+SESSION_RESET_INTERVAL = 1.0
 
 
 class ChannelLink:
@@ -118,6 +133,8 @@ class Node:
         sealer: Sealer | None = None,
         channel_wait: float = DEFAULT_CONNECT_TIMEOUT,
         max_waiting: int = DEFAULT_MAX_PENDING_OPENS,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER,
     ) -> None:
         self.cluster = check_name(cluster, "cluster name")
         self.name = check_name(name, "node name")
@@ -129,8 +146,12 @@ class Node:
         self.sealer = sealer
         self.stats = NodeStats()
         #: Peer nodes: when each was last heard, its incarnation, round trips.
-        self.peers = PeerTable(grace=grace, ping_interval=ping_interval)
         self._streams = StreamRegistry()
+        self.peers = PeerTable(grace=grace, ping_interval=ping_interval, busy=self._busy_peer)
+        self.max_streams = max_streams
+        self.max_streams_per_peer = max_streams_per_peer
+        #: (peer, incarnation) told lately that we have no session with it: when.
+        self._told_stale: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._resolves = PendingResolves(clock)
         self._sink: SinkHandler | None = None
         self._link: ChannelLink | None = None
@@ -193,10 +214,27 @@ class Node:
     def seconds(self) -> float:
         return self.clock.seconds()
 
+    def call_later(self, delay: float, f: Callable[[], object]) -> IDelayedCall:
+        return self.clock.callLater(delay, f)
+
+    def window_violated(self, stream: Stream) -> None:
+        self.stats.window_violations += 1
+
     def send_stream_message(
         self, stream: Stream, kind: MsgType, seq: int, body: bytes = b""
     ) -> None:
-        self._send(kind, stream.peer, stream.resource, seq, body)
+        pinc = stream.peer_incarnation
+        if pinc:  # without a session the stream holds its messages (``Stream.send``)
+            self._send(kind, stream.peer, stream.resource, seq, body, pinc)
+
+    def _busy_peer(self, peer: str) -> bool:
+        """Whether ``peer`` has streams (its table entry must stay)."""
+        return self._streams.count(peer) > 0 or any(k[0] == peer for k in self._waiting)
+
+    def stream_window(self, peer: str) -> int:
+        """The window of a stream with ``peer``: the smaller of ours and the one it announced."""
+        theirs = self.peers.window(peer)
+        return min(self.window, theirs) if theirs else self.window
 
     def stream_done(self, stream: Stream) -> None:
         self._streams.ended(stream)
@@ -214,7 +252,9 @@ class Node:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _send(self, kind: MsgType, dest: str, resource: str, seq: int, body: bytes) -> None:
+    def _send(
+        self, kind: MsgType, dest: str, resource: str, seq: int, body: bytes, pinc: str = ""
+    ) -> None:
         link = self._link
         if link is None:
             self.stats.dropped_unconnected += 1
@@ -229,6 +269,7 @@ class Node:
             int(self.clock.seconds() * 1000),
             self.incarnation,
             body,
+            pinc,
         )
         sealer = self.sealer
         parts = encode_send_parts(self.topic, env) if sealer is None else sealer.seal_parts(env)
@@ -283,23 +324,30 @@ class Node:
             self,
             peer,
             self.new_resource_id(),
-            self.window,
+            self.stream_window(peer),
             target=f"{host}:{port}",
             client=client,
+            peer_incarnation=self._usable_session(peer),
         )
+        self.stats.streams_opened += 1
+        limit = self._stream_limit(peer)
+        if limit:
+            self.stats.stream_limit += 1
+            stream.fail(OpenFailure.LIMIT, limit, notify_peer=False)
+            return stream
         self.add_stream(stream)
-        body = encode_params({"host": host, "port": port, "type": kind})
+        body = encode_params({"host": host, "port": port, "type": kind, "w": self.window})
         stream.open_timer = self.clock.callLater(
             timeout, stream.fail, OpenFailure.NO_SINK, f"no answer from node {peer}"
         )
         self.peers.expect(peer, self.clock.seconds())
-        if self._link is None:
-            self._wait_for_channel(
-                stream.key, lambda why: stream.fail(OpenFailure.CHANNEL_LOST, why)
+        if not stream.peer_incarnation:
+            self._wait_for_session(
+                peer, stream.key, lambda why: stream.fail(OpenFailure.CHANNEL_LOST, why)
             )
-        # Sent now, or (no channel yet) kept in the stream's outbox until the channel is ready.
+        # Sent now, or (no session yet) held by the stream until the handshake is done.
         stream.send(MsgType.OPEN, body)
-        if self._link is not None:
+        if stream.peer_incarnation:
             self._schedule_retry(stream, self._first_retry(peer))
         # Logged after the OPEN left: the line costs tens of µs, not on the connect path.
         self.log.info(
@@ -309,8 +357,41 @@ class Node:
             target=stream.target,
             peer=peer,
         )
-        self.stats.streams_opened += 1
         return stream
+
+    def _usable_session(self, peer: str) -> str:
+        """The session with ``peer`` to send in now: one confirmed since our channel came up."""
+        if self._link is None or not self.peers.confirmed(peer):
+            return ""
+        return self.peers.session(peer)
+
+    def _stream_limit(self, peer: str) -> str:
+        """Why a new stream with ``peer`` is refused (a cap is reached), or ""."""
+        if len(self._streams) >= self.max_streams:
+            return f"this node has {self.max_streams} streams already (maxstreams)"
+        if self._streams.count(peer) >= self.max_streams_per_peer:
+            return (
+                f"{self.max_streams_per_peer} streams with node {peer} already (maxstreamsperpeer)"
+            )
+        return ""
+
+    def accept_stream(self, request: Envelope) -> Stream:
+        """A sink's side of a new stream, for the OPEN ``request`` (``Sink.open``)."""
+        window = self.stream_window(request.source)
+        try:
+            asked = int(request.params().get("w", "0"))
+        except (ValueError, EnvelopeError):
+            asked = 0
+        if asked > 0:
+            window = min(window, asked)
+        return Stream(
+            self,
+            request.source,
+            request.resource,
+            window,
+            rx_seq=1,
+            peer_incarnation=request.incarnation,
+        )
 
     def resolve(
         self, peer: str, name: str, *, reverse: bool = False, timeout: float = DEFAULT_OPEN_TIMEOUT
@@ -325,12 +406,14 @@ class Node:
         key = (peer, rid)
         body = self._resolve_bodies[key] = request_body(name, reverse)
         d.addBoth(self._resolve_settled, key)
-        if self._link is None:  # waits for the channel, as an OPEN does
-            self._wait_for_channel(
-                key, lambda why: self._resolves.fail(peer, rid, OpenFailure.CHANNEL_LOST)
+        session = self._usable_session(peer)
+        if not session:  # waits for the channel and the session, as an OPEN does
+            self.peers.expect(peer, self.clock.seconds())
+            self._wait_for_session(
+                peer, key, lambda why: self._resolves.fail(peer, rid, OpenFailure.CHANNEL_LOST)
             )
         else:
-            self._send(MsgType.RESOLVE, peer, rid, 0, body)
+            self._send(MsgType.RESOLVE, peer, rid, 0, body, session)
             self._schedule_resolve_retry(key, self._first_retry(peer))
         return d
 
@@ -346,8 +429,11 @@ class Node:
 
     # -- waiting for the channel, and sending again --------------------------------------------
 
-    def _wait_for_channel(self, key: tuple[str, str], give_up: Callable[[str], object]) -> None:
-        """Keep a new OPEN or RESOLVE until the channel is back, ``channel_wait`` at most.
+    def _wait_for_session(
+        self, peer: str, key: tuple[str, str], give_up: Callable[[str], object]
+    ) -> None:
+        """Keep a new OPEN or RESOLVE until the channel is up and ``peer`` has answered our
+        HELLO, ``channel_wait`` at most.
 
         Past ``max_waiting`` it is refused instead, on the next reactor turn (after the caller
         has set its callbacks), so an outage cannot pile up connections without bound.
@@ -361,12 +447,16 @@ class Node:
         self._waiting[key] = self.clock.callLater(
             self.channel_wait, self._wait_expired, key, give_up
         )
+        self._hello(peer)
 
     def _wait_expired(self, key: tuple[str, str], give_up: Callable[[str], object]) -> None:
         if self._waiting.pop(key, None) is None:
             return
         self.stats.channel_wait_expired += 1
-        give_up(f"no channel to the broker for {self.channel_wait:g}s")
+        if self._link is None:
+            give_up(f"no channel to the broker for {self.channel_wait:g}s")
+        else:
+            give_up(f"node {key[0]} did not answer a handshake in {self.channel_wait:g}s")
 
     def _first_retry(self, peer: str) -> float:
         """The first resend waits for several round trips to ``peer`` (when one is known), so
@@ -399,9 +489,10 @@ class Node:
         body = self._resolve_bodies.get(key)
         if body is None:
             return  # answered, failed or timed out
-        if self._link is not None and not self._congested and key not in self._waiting:
+        session = self._usable_session(key[0])
+        if session and not self._congested and key not in self._waiting:
             self.stats.retransmits += 1
-            self._send(MsgType.RESOLVE, key[0], key[1], 0, body)
+            self._send(MsgType.RESOLVE, key[0], key[1], 0, body, session)
         self._schedule_resolve_retry(key, min(delay * 2, RETRY_MAX))
 
     def answer_resolve(
@@ -412,7 +503,7 @@ class Node:
         key = (request.source, request.resource)
         if key in self._served_resolves:  # kept, so that a repeated request gets it again
             self._served_resolves[key] = body
-        self._send(MsgType.RESOLVED, request.source, request.resource, 0, body)
+        self._send(MsgType.RESOLVED, request.source, request.resource, 0, body, request.incarnation)
 
     def ping(self, dest: str = BROADCAST) -> None:
         self._send(MsgType.PING, dest, "", 0, encode_params({"t": self.clock.seconds()}))
@@ -428,29 +519,21 @@ class Node:
         return d
 
     def channel_ready(self, link: ChannelLink) -> None:
-        """The channel is connected and subscribed: send what waited, let sockets be read."""
+        """The channel is connected and subscribed: greet the cluster, let sockets be read.
+
+        Streams resume per peer once that peer answers our HELLO with the incarnation they
+        were with (``_session_up``); a peer that restarted meanwhile gets none of them.
+        """
         self._link = link
         self._congested = False
         self.stats.channel_connects += 1
         self.log.info(
             "node {cluster}/{node} is on the channel", cluster=self.cluster, node=self.name
         )
-        # Whatever was sent while the channel was down (or lost with the old connection) is
-        # resent, and each peer is asked to resend what we missed: streams survive.
         # Nothing could be heard while we were away: every peer's silence counts from now.
         self.peers.reset_silence(self.clock.seconds())
-        waiting, self._waiting = self._waiting, {}
-        for timer in waiting.values():
-            if timer.active():
-                timer.cancel()
-        for stream in list(self._streams.values()):
-            stream.resync()
-            if stream.key in waiting and stream.retry_timer is None:
-                self._schedule_retry(stream, RETRY_FIRST)
-        for key, body in list(self._resolve_bodies.items()):
-            self._send(MsgType.RESOLVE, key[0], key[1], 0, body)
-            if key in waiting:  # the others have their retry timer running already
-                self._schedule_resolve_retry(key, RETRY_FIRST)
+        self.peers.unconfirm_all()
+        self._send(MsgType.HELLO, BROADCAST, "", 0, self._hello_body())
         self._update_all()
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
@@ -469,9 +552,117 @@ class Node:
         if self._link is None:
             return
         self._link = None
+        self.peers.unconfirm_all()
         self._update_all()
-        # RESOLVEs in flight are sent again (retransmission) once the channel is back, within
-        # their own timeout; streams resume from their outboxes.
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def _hello_body(self) -> bytes:
+        return encode_params({"w": self.window})
+
+    def _hello(self, peer: str) -> None:
+        """Ask ``peer`` for a handshake (at most once per HELLO_INTERVAL)."""
+        if self._link is not None and self.peers.hello_due(
+            peer, self.clock.seconds(), HELLO_INTERVAL
+        ):
+            self._send(MsgType.HELLO, peer, "", 0, self._hello_body())
+
+    def _peer_window(self, env: Envelope) -> int | None:
+        try:
+            window = int(env.params().get("w", ""))
+        except (ValueError, EnvelopeError):
+            return None
+        low, high = WINDOW_RANGE
+        return window if low <= window <= high else None
+
+    def _on_hello(self, env: Envelope, *, answer: bool) -> None:
+        """A HELLO (``answer``: reply HELLO_OK) or a HELLO_OK from ``env.source``."""
+        window = self._peer_window(env)
+        if window is None:
+            self.stats.malformed += 1
+            return
+        if answer:
+            self._send(MsgType.HELLO_OK, env.source, "", 0, self._hello_body(), env.incarnation)
+            # Heard since our channel came up, so it names the peer's current incarnation;
+            # our HELLO_OK reaches the peer before anything we send in the session.
+            self._session_up(env.source, env.incarnation, window, confirmed=True)
+        elif env.peer_incarnation == self.incarnation:
+            self._session_up(env.source, env.incarnation, window, confirmed=True)
+
+    def _session_up(self, peer: str, incarnation: str, window: int, *, confirmed: bool) -> None:
+        """A handshake with ``peer`` (``incarnation``): end an older session's streams,
+        send what waited for this one, and (``confirmed``) resynchronise the others."""
+        was_confirmed = self.peers.confirmed(peer)
+        replaced = self.peers.set_session(
+            peer, incarnation, window, self.clock.seconds(), confirmed=confirmed
+        )
+        if replaced:
+            self._end_session(peer, replaced, f"node {peer} restarted")
+        if not (self.peers.confirmed(peer) and self._link is not None):
+            return
+        session_window = self.stream_window(peer)
+        for stream in self._streams.by_peer().get(peer, ()):
+            if not stream.peer_incarnation:
+                stream.start_session(incarnation, session_window)
+                waiting = self._waiting.pop(stream.key, None)
+                if waiting is not None and waiting.active():
+                    waiting.cancel()
+                if stream.retry_timer is None and stream.phase is Phase.OPENING:
+                    self._schedule_retry(stream, self._first_retry(peer))
+            elif not was_confirmed and stream.peer_incarnation == incarnation:
+                stream.resync()
+        for key, body in list(self._resolve_bodies.items()):
+            if key[0] != peer:
+                continue
+            waiting = self._waiting.pop(key, None)
+            if waiting is not None:
+                if waiting.active():
+                    waiting.cancel()
+                self._send(MsgType.RESOLVE, peer, key[1], 0, body, incarnation)
+                self._schedule_resolve_retry(key, self._first_retry(peer))
+            elif not was_confirmed:
+                self._send(MsgType.RESOLVE, peer, key[1], 0, body, incarnation)
+
+    def _end_session(self, peer: str, incarnation: str, why: str) -> None:
+        """Reset every stream of our session with ``peer``'s ``incarnation``: they died with
+        it (or it never knew them); none is resent to another incarnation."""
+        stale = [
+            s for s in self._streams.by_peer().get(peer, ()) if s.peer_incarnation == incarnation
+        ]
+        if stale:
+            self.log.info("{why}: resetting {n} streams", why=why, n=len(stale))
+            self.stats.session_resets += len(stale)
+        for stream in stale:
+            if stream.phase is Phase.OPENING:
+                stream.fail(OpenFailure.NO_SINK, why, notify_peer=False)
+            else:
+                stream.abort()
+
+    def _session_reset(self, env: Envelope) -> None:
+        """The peer has no session with this incarnation of ours (it restarted, or forgot us)."""
+        if env.peer_incarnation != self.incarnation:
+            return
+        session = self.peers.session(env.source)
+        if not session:
+            return
+        self.peers.end_session(env.source)
+        self._end_session(env.source, session, f"node {env.source} lost our session")
+        self._hello(env.source)
+
+    def _tell_stale(self, env: Envelope) -> None:
+        """Answer a message of a session we do not have with SESSION_RESET (rate-limited)."""
+        if env.type in (MsgType.RESET, MsgType.RESOLVED):
+            return
+        key = (env.source, env.incarnation)
+        now = self.clock.seconds()
+        told = self._told_stale.get(key)
+        if told is not None and now - told < SESSION_RESET_INTERVAL:
+            return
+        self._told_stale[key] = now
+        self._told_stale.move_to_end(key)
+        if len(self._told_stale) > 1024:
+            self._told_stale.popitem(last=False)
+        self._send(MsgType.SESSION_RESET, env.source, "", 0, b"", env.incarnation)
 
     # -- liveness ------------------------------------------------------------------------
 
@@ -495,7 +686,12 @@ class Node:
         if key in self._served_resolves:
             body = self._served_resolves[key]
             if body is not None:
-                self._send(MsgType.RESOLVED, env.source, env.resource, 0, body)
+                self._send(MsgType.RESOLVED, env.source, env.resource, 0, body, env.incarnation)
+            return
+        running = sum(1 for v in self._served_resolves.values() if v is None)
+        if running >= MAX_LOOKUPS:
+            self.stats.lookup_limit += 1
+            self.answer_resolve(env, None, OpenFailure.LIMIT)
             return
         self._served_resolves[key] = None
         if len(self._served_resolves) > SERVED_RESOLVES:
@@ -503,46 +699,63 @@ class Node:
         self._sink.resolve(env)
 
     def check_peers(self) -> None:
-        """Ping each quiet peer that carries streams; end the streams of a silent one.
+        """Every ping interval: ping quiet peers that carry streams, end the streams of a
+        silent one, resynchronise streams whose outbox went unacknowledged for an RTO, greet
+        peers that owe us a handshake, and forget long-silent peers without streams.
 
-        Streams whose OPEN still waits for our channel are left to their own deadline
-        (``channel_wait``): the peer could not be heard while we were not connected.
+        Streams whose OPEN still waits for our channel or a handshake are left to their own
+        deadline (``channel_wait``). A stream's silence never counts from before it began.
         """
         now = self.clock.seconds()
         for peer, streams in self._streams.by_peer().items():
             streams = [s for s in streams if s.key not in self._waiting]
             if not streams:
+                self._hello(peer)
                 continue
-            liveness = self.peers.liveness(peer, now)
-            if liveness is Liveness.GONE:
+            pinged = False
+            gone = []
+            for stream in streams:
+                liveness = self.peers.liveness(peer, now, stream.started)
+                if liveness is Liveness.GONE:
+                    gone.append(stream)
+                elif liveness is Liveness.PING and not pinged:
+                    pinged = True
+                    self.ping(peer)
+            if gone:
                 self.log.warn(
                     "node {peer} silent for {silence:.0f}s: closing its {n} streams",
                     peer=peer,
                     silence=self.peers.silence(peer, now),
-                    n=len(streams),
+                    n=len(gone),
                 )
-                self.stats.streams_expired += len(streams)
-                for stream in streams:
+                self.stats.streams_expired += len(gone)
+                for stream in gone:
                     stream.expire()
-            elif liveness is Liveness.PING:
-                self.ping(peer)
+            if self._link is None or self._congested:
+                continue
+            if not self.peers.confirmed(peer):
+                self._hello(peer)
+                continue
+            rto = self._rto(peer)
+            for stream in streams:
+                if stream.unacknowledged and now - stream.progress > rto:
+                    self.stats.retransmits += 1
+                    stream.progress = now
+                    stream.resync()
+        for key in list(self._waiting):
+            self._hello(key[0])
+        self.peers.forget_idle(now, FORGET_AFTER * self.peers.grace)
+
+    def _rto(self, peer: str) -> float:
+        rtt = self.peers.rtt(peer)
+        return RTO_MIN if rtt is None else max(RTO_MIN, 4 * rtt)
 
     def _heard(self, env: Envelope) -> None:
-        """Note that ``env.source`` is alive; a new incarnation means it restarted."""
-        if not self.peers.heard(env.source, env.incarnation, self.clock.seconds()):
-            return
-        stale = self._streams.stale(env.source, env.incarnation)
-        if stale:
-            self.log.info(
-                "node {peer} restarted: resetting {n} stale streams",
-                peer=env.source,
-                n=len(stale),
-            )
-        for stream in stale:
-            stream.abort()
+        """Note that ``env.source`` is alive (liveness only; sessions change by handshake)."""
+        self.peers.heard(env.source, env.incarnation, self.clock.seconds())
 
     def shutdown(self) -> None:
-        """Service stop: close every stream cleanly and tell the peers."""
+        """Service stop: every stream dies with the process; peers reset their side."""
         for stream in list(self._streams.values()):
             stream.shutdown()
 
@@ -604,6 +817,15 @@ class Node:
         if not env.resource:
             self._node_message(env)
             return
+        if (
+            env.peer_incarnation != self.incarnation
+            or self.peers.session(env.source) != env.incarnation
+        ):
+            # Meant for an earlier life of ours, or from an incarnation of the peer we have
+            # no session with (a late message of a dead one, or one that forgot us).
+            self.stats.stale_session += 1
+            self._tell_stale(env)
+            return
         if env.type is MsgType.RESOLVE:
             if self._sink is not None:
                 self._serve_resolve(env)
@@ -616,33 +838,67 @@ class Node:
         stream = self._streams.get((env.source, env.resource))
         if stream is not None:
             stream.receive(env)
-        elif env.type is MsgType.OPEN and self._streams.recently_ended(env.key):
-            # A retransmitted OPEN of a stream that already ended here: do not reopen it.
-            self._send(MsgType.RESET, env.source, env.resource, 0, b"")
-        elif env.type is MsgType.OPEN and self._sink is not None:
-            self._sink.open(env)
-        elif env.type is MsgType.OPEN:
+            return
+        kind = env.type
+        if kind is MsgType.OPEN:
+            self._open_received(env)
+            return
+        final = self._streams.final_seq(env.key)
+        if final is not None and kind in SEQUENCED:
+            # The stream ended cleanly here; the peer resends because our last ACK was lost.
+            self._send(
+                MsgType.ACK,
+                env.source,
+                env.resource,
+                0,
+                encode_params({"n": 0, "s": final}),
+                env.incarnation,
+            )
+        elif kind is not MsgType.RESET and (kind is not MsgType.ACK or _is_resync(env)):
+            # A stream we do not know (ended, or never ours): tell the peer so it stops.
+            self.stats.unknown_stream += 1
+            self._send(MsgType.RESET, env.source, env.resource, 0, b"", env.incarnation)
+
+    def _open_received(self, env: Envelope) -> None:
+        """An OPEN of a stream we do not have: run it once, whatever is resent."""
+        prefix, _, counter = env.resource.rpartition("-")
+        if prefix != env.incarnation or not counter.isdigit() or len(counter) > 18:
+            self.stats.malformed += 1
+            self._send(MsgType.RESET, env.source, env.resource, 0, b"", env.incarnation)
+            return
+        if not self.peers.first_open(env.source, int(counter)):
+            # Opened here before (and ended), or too old to tell: never a second connection.
+            self.stats.repeated_opens += 1
+            self._send(MsgType.RESET, env.source, env.resource, 0, b"", env.incarnation)
+            return
+        if self._sink is None:
             self.stats.open_refused += 1
+            why = f"node {self.name} is not a sink"
+            reason = OpenFailure.ERROR
+        else:
+            why = self._stream_limit(env.source)
+            reason = OpenFailure.LIMIT
+            if why:
+                self.stats.stream_limit += 1
+        if why:
             self._send(
                 MsgType.OPEN_FAIL,
                 env.source,
                 env.resource,
                 0,
-                encode_params(
-                    {
-                        "reason": OpenFailure.ERROR.value,
-                        "message": f"node {self.name} is not a sink",
-                    }
-                ),
+                encode_params({"reason": reason.value, "message": why}),
+                env.incarnation,
             )
-        elif env.type not in (MsgType.CLOSE, MsgType.ACK, MsgType.RESET) or _is_resync(env):
-            # A stream we do not know (closed already, or from a previous incarnation):
-            # tell the peer so it stops sending.
-            self.stats.unknown_stream += 1
-            self._send(MsgType.RESET, env.source, env.resource, 0, b"")
+            return
+        self._sink.open(env)
 
     def _node_message(self, env: Envelope) -> None:
-        if env.type is MsgType.PING:
+        kind = env.type
+        if kind is MsgType.HELLO or kind is MsgType.HELLO_OK:
+            self._on_hello(env, answer=kind is MsgType.HELLO)
+        elif kind is MsgType.SESSION_RESET:
+            self._session_reset(env)
+        elif kind is MsgType.PING:
             self._send(MsgType.PONG, env.source, "", 0, env.body)
         elif env.type is MsgType.PONG:
             self.stats.pongs += 1

@@ -4,23 +4,60 @@ Pure bookkeeping with the time passed in; the node acts on what it says (pings a
 expires the streams of a silent one, resets the streams of a restarted one).
 
 Liveness: a peer that has been quiet for ``ping_interval`` seconds is pinged; one silent for
-more than ``grace`` seconds is gone, and the streams it carried end. A peer whose messages
-come with a new incarnation id has restarted: the streams it knew died with its old process.
+more than ``grace`` seconds is gone, and the streams it carried end.
+
+Sessions: the table also holds each peer's session, set by the HELLO handshake
+(``docs/protocol.rst``): the peer incarnation the session is with, the window it announced,
+and which of its stream counters have been opened here (so that an OPEN runs at most once).
+Only a handshake changes a session; a message from another incarnation is not a restart.
+
+Bounded: at most ``max_peers`` peers are kept; a new one pushes out the one heard from
+longest ago that ``busy`` does not protect (the node protects peers with streams).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from enum import Enum
 
 from socketeer.config.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_PING_INTERVAL
 from socketeer.tunnel.snapshot import PeerState
 
-__all__ = ["MAX_RTT", "Liveness", "PeerTable"]
+__all__ = ["MAX_PEERS", "MAX_RTT", "OPEN_WINDOW", "Liveness", "PeerTable", "SeenCounters"]
 
 #: A round trip longer than this (or negative) is not our ping's timestamp coming back.
 MAX_RTT = 3600.0
+#: Peers a node keeps; beyond, the quietest peer without streams is forgotten.
+MAX_PEERS = 4096
+#: Stream counters of a session a sink tells apart: an OPEN older than the newest by this
+#: many is refused (RESET), never run, since the sink can no longer tell if it ran.
+OPEN_WINDOW = 4096
+
+
+@dataclass
+class SeenCounters:
+    """Which counters arrived: the highest, and a bitmap of the ``size`` behind it."""
+
+    size: int = OPEN_WINDOW
+    highest: int = 0
+    seen: int = 0  # bit i set: counter (highest - i) arrived
+
+    def first(self, n: int) -> bool:
+        """Mark ``n``; True if it is new (never seen, and not too old to tell)."""
+        if n > self.highest:
+            shift = n - self.highest
+            self.seen = (
+                ((self.seen << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            )
+            self.highest = n
+            return True
+        offset = self.highest - n
+        if offset >= self.size or (self.seen >> offset) & 1:
+            return False
+        self.seen |= 1 << offset
+        return True
 
 
 class Liveness(Enum):
@@ -39,17 +76,49 @@ class _Peer:
     rtt: float | None = None
     #: Silence is not counted before this (we could not hear anyone while disconnected).
     since: float = 0.0
+    #: The session: the peer incarnation it is with ("" before the handshake), the window
+    #: the peer announced, its stream counters opened here, and whether the peer answered
+    #: our HELLO since our channel last came up.
+    session: str = ""
+    window: int = 0
+    opens: SeenCounters = field(default_factory=SeenCounters)
+    confirmed: bool = False
+    hello_sent: float = float("-inf")
 
 
 class PeerTable:
     """Every peer node heard from (or about to be talked to), by name."""
 
     def __init__(
-        self, *, grace: float = DEFAULT_GRACE_PERIOD, ping_interval: float = DEFAULT_PING_INTERVAL
+        self,
+        *,
+        grace: float = DEFAULT_GRACE_PERIOD,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        max_peers: int = MAX_PEERS,
+        busy: Callable[[str], bool] = lambda name: False,
     ) -> None:
         self.grace = grace
         self.ping_interval = ping_interval
-        self._peers: dict[str, _Peer] = {}
+        self.max_peers = max_peers
+        self._busy = busy
+        self._peers: OrderedDict[str, _Peer] = OrderedDict()
+
+    def _add(self, name: str, peer: _Peer) -> _Peer:
+        peers = self._peers
+        if len(peers) >= self.max_peers:
+            for old in peers:  # least recently heard first
+                if not self._busy(old):
+                    del peers[old]
+                    break
+        peers[name] = peer
+        return peer
+
+    def forget_idle(self, now: float, idle: float) -> None:
+        """Forget peers without streams not heard from for ``idle`` seconds (bounded maps and
+        metric labels: every ``socketeer connect`` is a peer for a moment)."""
+        for name in [n for n, p in self._peers.items() if now - p.heard > idle]:
+            if not self._busy(name):
+                del self._peers[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._peers
@@ -60,27 +129,94 @@ class PeerTable:
     def __len__(self) -> int:
         return len(self._peers)
 
-    def heard(self, name: str, incarnation: str, now: float) -> bool:
-        """A message from ``name`` arrived; True when it shows the peer restarted.
-
-        A restart is a new incarnation id where another one was known before.
-        """
+    def heard(self, name: str, incarnation: str, now: float) -> None:
+        """A message from ``name`` arrived (liveness only: a new incarnation id in it is not
+        taken as a restart; only a handshake says that)."""
         peer = self._peers.get(name)
         if peer is None:
-            self._peers[name] = _Peer(now, incarnation)
-            return False
-        previous, peer.heard, peer.incarnation = peer.incarnation, now, incarnation
-        return bool(previous and incarnation and previous != incarnation)
+            self._add(name, _Peer(now, incarnation))
+            return
+        peer.heard = now
+        if not peer.incarnation:
+            peer.incarnation = incarnation
+        self._peers.move_to_end(name)
 
     def expect(self, name: str, now: float) -> None:
         """We are about to talk to ``name``: its silence counts from now if it is new."""
         if name not in self._peers:
-            self._peers[name] = _Peer(now, "")
+            self._add(name, _Peer(now, ""))
 
     def incarnation(self, name: str) -> str:
-        """The peer's incarnation id ("" if unknown)."""
+        """The peer's incarnation id ("" if unknown): its session's, once there is one."""
         peer = self._peers.get(name)
         return "" if peer is None else peer.incarnation
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def session(self, name: str) -> str:
+        """The peer incarnation our session with ``name`` is with; "" if there is none."""
+        peer = self._peers.get(name)
+        return "" if peer is None else peer.session
+
+    def window(self, name: str) -> int:
+        """The window ``name`` announced in its handshake (0 without a session)."""
+        peer = self._peers.get(name)
+        return 0 if peer is None or not peer.session else peer.window
+
+    def confirmed(self, name: str) -> bool:
+        """The peer answered our HELLO since our channel last came up."""
+        peer = self._peers.get(name)
+        return peer is not None and peer.confirmed and bool(peer.session)
+
+    def set_session(
+        self, name: str, incarnation: str, window: int, now: float, *, confirmed: bool
+    ) -> str:
+        """A handshake with ``name``'s ``incarnation``: the session is (now) with it.
+
+        Returns the incarnation of the session this one replaces ("" if none, or the same).
+        """
+        peer = self._peers.get(name)
+        if peer is None:
+            peer = self._add(name, _Peer(now, incarnation))
+        old = peer.session
+        if old != incarnation:
+            peer.opens = SeenCounters()
+        peer.session = peer.incarnation = incarnation
+        peer.window = window
+        peer.heard = now
+        peer.confirmed = peer.confirmed or confirmed
+        self._peers.move_to_end(name)
+        return old if old != incarnation else ""
+
+    def end_session(self, name: str) -> None:
+        """The peer says it has no session with us: forget ours (a handshake starts anew)."""
+        peer = self._peers.get(name)
+        if peer is not None:
+            peer.session = ""
+            peer.confirmed = False
+            peer.opens = SeenCounters()
+
+    def unconfirm_all(self) -> None:
+        """Our channel went down: every session must be confirmed again by a handshake."""
+        for peer in self._peers.values():
+            peer.confirmed = False
+            peer.hello_sent = float("-inf")
+
+    def hello_due(self, name: str, now: float, interval: float) -> bool:
+        """Whether to send ``name`` a HELLO now (at most one per ``interval``), and note it."""
+        peer = self._peers.get(name)
+        if peer is None:
+            peer = self._add(name, _Peer(now, ""))
+        if now - peer.hello_sent < interval:
+            return False
+        peer.hello_sent = now
+        return True
+
+    def first_open(self, name: str, counter: int) -> bool:
+        """Mark stream ``counter`` of our session with ``name`` opened; False if it was (or
+        is too old to tell)."""
+        peer = self._peers.get(name)
+        return peer is not None and bool(peer.session) and peer.opens.first(counter)
 
     def silence(self, name: str, now: float) -> float:
         """Seconds since ``name`` was last heard (0 for a peer never met)."""
@@ -93,9 +229,12 @@ class PeerTable:
         for peer in self._peers.values():
             peer.since = now
 
-    def liveness(self, name: str, now: float) -> Liveness:
+    def liveness(self, name: str, now: float, since: float = float("-inf")) -> Liveness:
+        """What to do about ``name`` for streams that started at ``since``: a stream's own
+        silence does not count from before it began (a peer idle for an hour is not gone
+        for a stream opened a second ago)."""
         silence = self.silence(name, now)
-        if silence > self.grace:
+        if min(silence, now - since) > self.grace:
             return Liveness.GONE
         if silence >= self.ping_interval:
             return Liveness.PING

@@ -24,6 +24,7 @@ class OpenFailure(StrEnum):
     DENIED = "denied"  # a policy (the source's or the sink's) refused the target
     NO_SINK = "no-sink"  # no answer from the peer node
     CHANNEL_LOST = "channel-lost"  # the broker connection went away
+    LIMIT = "limit"  # a cap on streams or lookups was reached (maxstreams, maxstreamsperpeer)
     ERROR = "error"  # anything else
 
     @classmethod

@@ -1,8 +1,10 @@
-"""The stream registry: a node's live streams by (peer, id), and the ids that ended recently.
+"""The stream registry: a node's streams by (peer, id), and how recent ones ended.
 
-Remembering ended ids lets the node refuse a retransmitted OPEN of a stream that already ran
-(after a broker failover a peer resends what it had not seen acknowledged), instead of
-opening the connection a second time.
+A stream that ended cleanly is remembered with the sequence number after the peer's CLOSE,
+so that a CLOSE resent by a peer whose acknowledgement got lost is acknowledged again
+(the peer's CLOSING stream can end) rather than reset. Bounded: an id forgotten answers
+RESET, which is safe (the peer's client was told the stream closed only if it did).
+Whether an OPEN already ran is the session's business (``peers.SeenCounters``), not this map's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from socketeer.tunnel.stream import Stream
 
 __all__ = ["RECENTLY_CLOSED", "StreamRegistry"]
 
-#: How many ended streams a node remembers, to refuse their retransmitted OPENs.
+#: How many ended streams a node remembers, to acknowledge their resent CLOSEs.
 RECENTLY_CLOSED = 4096
 
 StreamKey = tuple[str, str]
@@ -26,7 +28,8 @@ class StreamRegistry(Mapping[StreamKey, Stream]):
 
     def __init__(self, remember: int = RECENTLY_CLOSED) -> None:
         self._streams: dict[StreamKey, Stream] = {}
-        self._ended: OrderedDict[StreamKey, None] = OrderedDict()
+        self._ended: OrderedDict[StreamKey, int | None] = OrderedDict()
+        self._per_peer: dict[str, int] = {}
         self._remember = remember
 
     def __getitem__(self, key: StreamKey) -> Stream:
@@ -42,23 +45,40 @@ class StreamRegistry(Mapping[StreamKey, Stream]):
         return self._streams.get(key, default)  # on every message: skip Mapping's try/except
 
     def add(self, stream: Stream) -> None:
-        self._streams[stream.key] = stream
+        key = stream.key
+        if key not in self._streams:
+            self._per_peer[stream.peer] = self._per_peer.get(stream.peer, 0) + 1
+        self._streams[key] = stream
+
+    def count(self, peer: str) -> int:
+        """Streams with ``peer``."""
+        return self._per_peer.get(peer, 0)
 
     def ended(self, stream: Stream) -> None:
         """``stream`` is over: forget it (unless another took its key) and remember its id."""
         key = stream.key
         if self._streams.get(key) is stream:
             del self._streams[key]
-        self.remember_ended(key)
+            left = self._per_peer[stream.peer] - 1
+            if left:
+                self._per_peer[stream.peer] = left
+            else:
+                del self._per_peer[stream.peer]
+        self.remember_ended(key, stream.final_rx_seq)
 
-    def remember_ended(self, key: StreamKey) -> None:
-        """Remember ``key`` as ended, forgetting the oldest one beyond the limit."""
-        self._ended[key] = None
+    def remember_ended(self, key: StreamKey, final_seq: int | None = None) -> None:
+        """Remember ``key`` as ended (cleanly, after ``final_seq``), forgetting the oldest
+        one beyond the limit."""
+        self._ended[key] = final_seq
         if len(self._ended) > self._remember:
             self._ended.popitem(last=False)
 
     def recently_ended(self, key: StreamKey) -> bool:
         return key in self._ended
+
+    def final_seq(self, key: StreamKey) -> int | None:
+        """The sequence number after the peer's CLOSE of a stream that ended cleanly here."""
+        return self._ended.get(key)
 
     def by_peer(self) -> dict[str, list[Stream]]:
         """Live streams grouped by peer node."""

@@ -10,6 +10,11 @@ Half-close is the one subtle part, and it lives here once. A FIN read from the s
 half-closes the stream (EOF to the peer); the peer's EOF half-closes the socket. Twisted
 does not end a connection whose halves were closed separately, so when both are closed the
 relay closes the socket, which ends the stream.
+
+Endings keep their kind both ways: a stream that ended cleanly (the peer's CLOSE) closes the
+socket with a FIN; one that was dropped (a RESET, a lost session, an expired peer) resets it,
+so that a client never takes a truncated reply for a whole one. A socket that closes cleanly
+closes the stream; one that is reset (the target's RST) resets the stream.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -83,12 +89,20 @@ class SocketRelay(Protocol):
         self.transport.loseConnection()
 
     def stream_ended(self) -> None:
-        """The stream ended (the peer's CLOSE, a failure, or our own loseConnection)."""
+        """The stream ended cleanly (the peer's CLOSE, or our own loseConnection)."""
         self.transport.loseConnection()
 
+    def stream_reset(self) -> None:
+        """The stream was dropped: reset the socket (RST), never a FIN."""
+        fastwrite.reset(self.transport)
+
     def connectionLost(self, reason: Failure | None = None) -> None:
-        if self.stream is not None:
-            self.stream.loseConnection()
+        stream = self.stream
+        if stream is not None:
+            if reason is None or reason.check(ConnectionDone) is not None:
+                stream.loseConnection()
+            else:  # reset, or lost: the peer must not take it for a clean end
+                stream.reset()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -126,7 +140,10 @@ class SocketWriter(Protocol):
         # The producer goes first: Twisted keeps a connection open while a registered
         # producer is paused.
         self._unregister()
-        self.relay.stream_ended()
+        if reason is None or reason.check(ConnectionDone) is not None:
+            self.relay.stream_ended()
+        else:
+            self.relay.stream_reset()
 
     def _unregister(self) -> None:
         if self._registered:

@@ -51,8 +51,21 @@ class NodeStats:
     channel_waits: int = 0
     channel_wait_expired: int = 0
     channel_wait_refused: int = 0
-    #: OPENs and RESOLVEs sent again because no answer had come.
+    #: OPENs and RESOLVEs sent again because no answer had come, and streams that
+    #: resynchronised because their outbox went unacknowledged too long.
     retransmits: int = 0
+    #: Streams reset because the peer sent past the window it was granted.
+    window_violations: int = 0
+    #: Streams refused because maxstreams or maxstreamsperpeer was reached; RESOLVEs
+    #: refused because too many lookups ran.
+    stream_limit: int = 0
+    lookup_limit: int = 0
+    #: Streams reset because their session ended (the peer restarted or forgot us).
+    session_resets: int = 0
+    #: Messages of a session we do not have (answered with SESSION_RESET).
+    stale_session: int = 0
+    #: OPENs of a stream that was opened here before (refused, never run twice).
+    repeated_opens: int = 0
     #: Connections and streams a policy refused, by rule.
     denied: Counter[str] = field(default_factory=Counter)
     #: Streams that could not open, by reason.
@@ -80,6 +93,7 @@ DROPPED = {
     "foreign": "foreign",
     "unknown_stream": "unknown-stream",
     "dropped_unconnected": "dropped-unconnected",
+    "stale_session": "stale-session",
 }
 #: Totals with no metric of their own (the ``event`` label of ``socketeer_events_total``).
 EVENTS = {
@@ -89,6 +103,11 @@ EVENTS = {
     "channel_wait_expired": "channel-wait-expired",
     "channel_wait_refused": "channel-wait-refused",
     "retransmits": "retransmits",
+    "window_violations": "window-violations",
+    "stream_limit": "stream-limit",
+    "lookup_limit": "lookup-limit",
+    "session_resets": "session-resets",
+    "repeated_opens": "repeated-opens",
 }
 #: The label of a sealed message refused for ``reason``, among the dropped ones.
 SEAL_PREFIX = "seal-"
@@ -116,6 +135,12 @@ class Counts:
     channel_wait_expired: int = 0
     channel_wait_refused: int = 0
     retransmits: int = 0
+    window_violations: int = 0
+    stream_limit: int = 0
+    lookup_limit: int = 0
+    session_resets: int = 0
+    stale_session: int = 0
+    repeated_opens: int = 0
     denied: Mapping[str, int] = field(default_factory=dict)
     open_failed: Mapping[OpenFailure, int] = field(default_factory=dict)
     seal_refused: Mapping[str, int] = field(default_factory=dict)

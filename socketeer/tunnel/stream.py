@@ -7,37 +7,45 @@ transport, as a TCP connection is, for one ordinary protocol attached to it
 ``loseWriteConnection``, ``loseConnection`` and registers its producer. On a source or a
 sink that protocol is usually ``relay.SocketWriter``, joining the stream to a local socket;
 the HTTP proxy attaches a response reader, ``socketeer connect`` standard input and output.
-The story of a stream, from the source:
+
+``docs/protocol.rst`` is the specification this module follows; in short, from the source:
 
     (OPENING) local connect      -> send OPEN; what the protocol writes is sent optimistically
     (OPENING) rx OPEN_OK         -> (OPEN)
-    (OPENING) rx OPEN_FAIL       -> connectionLost -> (CLOSED)
-    (OPENING) open timer expires -> send CLOSE, connectionLost -> (CLOSED)
-    (any)     write()            -> send DATA       ; loseWriteConnection() -> send EOF
+    (OPENING) rx OPEN_FAIL       -> connectionLost(DROPPED) -> (CLOSED)
+    (OPENING) open timer expires -> send RESET, connectionLost(DROPPED) -> (CLOSED)
+    (any)     write()            -> send DATA (within the window)   ; loseWriteConnection() -> EOF
     (any)     rx DATA            -> dataReceived    ; rx EOF -> readConnectionLost
-    (any)     rx CLOSE           -> connectionLost, -> (CLOSED)
-    (any)     rx RESET           -> connectionLost, -> (CLOSED)   (peer has no such stream)
-    (any)     loseConnection()   -> send CLOSE, connectionLost, -> (CLOSED)
-    (any)     peer silent > grace -> send CLOSE, connectionLost -> (CLOSED)   (node decides)
+    (any)     rx CLOSE           -> ACK, connectionLost(ENDED) -> (CLOSED)
+    (any)     loseConnection()   -> send CLOSE, connectionLost(ENDED) -> (CLOSING)
+    (CLOSING) rx ACK of CLOSE    -> (CLOSED)        (until then CLOSE and what came before it
+                                                     are kept and resent)
+    (any)     rx RESET, window violated, session ended, peer silent > grace
+                                 -> connectionLost(DROPPED) -> (CLOSED): the local socket is
+                                    reset, never closed with a FIN, since bytes may be missing.
 
 On a sink the stream is born on rx OPEN (OPENING while the outbound connect runs), answers
 OPEN_OK (``accept``) or OPEN_FAIL (``refuse``), and then behaves the same way.
 
 Ordering and resumption: every message except ACK and RESET carries a per-direction
-sequence number; messages that arrive early wait in a bounded reorder buffer, duplicates are
-dropped. Each sequenced message stays in an outbox until the peer's ACK says it arrived
-(``s``). When the channel comes back after a broker restart or a failover, the stream
-resends its outbox and sends an ACK with ``r=1`` asking the peer to resend what it missed;
-and the peer answers with its outbox and its last ACK again; so a broker outage is a pause,
-not a reset.
+sequence number; messages that arrive early wait in a reorder buffer bounded in entries and
+bytes (one over the bound is dropped: it will be sent again), duplicates are dropped and
+answered with an ACK. Each sequenced message stays in an outbox until the peer's ACK says it
+arrived (``s``). ACKs go out at once after a control message and after data, once a quarter
+window is delivered or after ``DELAYED_ACK`` seconds. Resynchronisation (the channel came
+back, or the node's retransmission timer found a stale outbox) is an ACK with ``r=1``: the
+peer drops what we have, resends from our ``s`` and answers with its own ``s`` (``r=2``), from
+which we resend. So a broker outage is a pause, not a reset, and nothing is sent twice that
+arrived once.
 
-Flow control, SSH-window style: the sender never has more than ``window`` bytes that the
-peer has not acknowledged; beyond that it pauses the producer registered on the stream (the
-local socket's reading). The receiver acknowledges bytes once they are delivered to its
-protocol, and withholds acknowledgements while the stream is paused as a producer (the
-local socket's transport is full). So a slow reader anywhere stops the fast writer at the
-other end, and each side holds at most one window. Like a TCP receive window, pausing
-withholds credit: what the peer sent before it ran out (at most a window) still arrives.
+Flow control, SSH-window style: the window is the smaller of the two nodes' (the session
+handshake tells each the other's). The sender never has more than a window of payload the
+peer has not acknowledged; what the protocol writes beyond it waits here, and the
+protocol's producer (the local socket's reading) is paused. The receiver acknowledges bytes
+once they are delivered to its protocol and withholds that credit while the stream is paused
+as a producer (the local socket's transport is full). A peer that sends past the window it
+was granted has its stream reset. So a slow reader anywhere stops the fast writer at the other
+end, and each side holds at most one window.
 """
 
 from __future__ import annotations
@@ -66,12 +74,17 @@ from socketeer import fastwrite
 from socketeer.tunnel.reasons import OpenFailure
 from socketeer.wire.envelope import Envelope, EnvelopeError, MsgType, encode_params
 
-#: A reorder buffer larger than this means the peer is broken or hostile.
+#: Messages that may wait in a reorder buffer; one more early message is dropped (its
+#: sender resends it), so a broken or hostile peer cannot make a stream hold more.
 MAX_REORDER = 4096
 #: Largest payload in one DATA message. Local sockets are read in chunks this big
 #: (``fastwrite.large_reads``): fewer, larger messages cost far less per byte on every hop,
 #: and stay well below brokers' frame limits (RabbitMQ: 4 MiB). Bigger writes are split.
 MAX_DATA_MESSAGE = fastwrite.LARGE_READ
+#: Seconds a receiver waits before acknowledging data that did not fill a quarter window:
+#: long enough to acknowledge a burst with one message, short enough that a small request
+#: leaves the sender's outbox at once (a restart cannot find it there to resend).
+DELAYED_ACK = 0.02
 
 #: What the protocol's ``connectionLost`` gets: the stream ended cleanly (CLOSE either
 #: way), or it was dropped (RESET, a failed open, an expired peer). Built once, as
@@ -83,11 +96,12 @@ DROPPED = Failure(ConnectionLost("the stream was dropped"))
 class Phase(Enum):
     OPENING = "opening"
     OPEN = "open"
+    CLOSING = "closing"  # our CLOSE is sent, not yet acknowledged: kept for resending
     CLOSED = "closed"
 
 
 class StreamHost(TypingProtocol):
-    """What a stream needs from its node: a way to send, and to be forgotten."""
+    """What a stream needs from its node: a way to send, a clock, and to be forgotten."""
 
     channel_paused: bool
 
@@ -99,6 +113,8 @@ class StreamHost(TypingProtocol):
 
     def seconds(self) -> float: ...
 
+    def call_later(self, delay: float, f: Callable[[], object]) -> IDelayedCall: ...
+
 
 @implementer(IAddress)
 @dataclass(frozen=True)
@@ -107,6 +123,10 @@ class StreamAddress:
 
     node: str
     resource: str
+
+
+class WindowViolation(Exception):
+    """The peer sent past the window it was granted."""
 
 
 @implementer(ITransport, IConsumer, IPushProducer)
@@ -126,6 +146,7 @@ class Stream:
         target: str = "",
         client: str = "",
         rx_seq: int = 0,
+        peer_incarnation: str = "",
     ) -> None:
         self.host = host
         self.peer = peer
@@ -147,18 +168,30 @@ class Stream:
         self._tx_seq = 0
         self._rx_seq = rx_seq
         self._reorder: dict[int, Envelope] = {}
+        self._reorder_bytes = 0
         self._pending: list[Envelope] = []  # remote messages that arrived before the protocol
-        self.sent = 0  # payload bytes sent to the peer
+        self.sent = 0  # payload bytes the protocol wrote (sent, or waiting for the window)
+        self._tx_bytes = 0  # payload bytes sent to the peer
         self._peer_consumed = 0  # payload bytes the peer has acknowledged
+        self._received = 0  # payload bytes taken in order from the peer
         self.delivered = 0  # payload bytes delivered to the protocol
         self._acked = 0  # the last acknowledgement we sent
         self._reading_paused = False
         self._consumer_paused = False
         self._eof_sent = False
-        # Sequenced messages the peer has not acknowledged yet: resent after a reconnect.
-        # Bounded by the window, since the peer acknowledges as it consumes.
+        self._ack_timer: IDelayedCall | None = None
+        #: Sequenced messages the peer has not acknowledged yet: resent on resynchronisation.
+        #: Bounded by the window, since the peer acknowledges as it receives.
         self._outbox: deque[tuple[int, MsgType, bytes]] = deque()
-        self.peer_incarnation = ""  # the peer node's incarnation, from its first message
+        #: Messages the protocol sent that wait for window credit (sequenced when they go).
+        self._unsent: deque[tuple[MsgType, bytes]] = deque()
+        #: When the peer last acknowledged something new (or the outbox was empty).
+        self.progress = self.started
+        #: The peer node's incarnation: the session this stream belongs to.
+        self.peer_incarnation = peer_incarnation
+        self._heard = False
+        #: The sequence number that follows the peer's CLOSE, once it was delivered.
+        self.final_rx_seq: int | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -166,8 +199,13 @@ class Stream:
 
     @property
     def phase(self) -> Phase:
-        """OPENING, OPEN or CLOSED; only the stream's own transitions change it."""
+        """OPENING, OPEN, CLOSING or CLOSED; only the stream's own transitions change it."""
         return self._phase
+
+    @property
+    def live(self) -> bool:
+        """Whether the protocol on the stream can still read or write (not CLOSING/CLOSED)."""
+        return self._phase is Phase.OPENING or self._phase is Phase.OPEN
 
     def __repr__(self) -> str:
         return f"<Stream {self.peer}/{self.resource} {self._phase.value} {self.target}>"
@@ -175,43 +213,128 @@ class Stream:
     # -- sending ---------------------------------------------------------------------------
 
     def send(self, kind: MsgType, body: bytes = b"") -> None:
-        """Send a sequenced message on this stream, keeping it until the peer has it."""
+        """Send a sequenced message on this stream, keeping it until the peer has it.
+
+        DATA beyond the window, and anything after such DATA, waits for credit.
+        """
+        if self._unsent or (
+            kind is MsgType.DATA and self._tx_bytes + len(body) - self._peer_consumed > self.window
+        ):
+            self._unsent.append((kind, body))
+            self._pump()
+            return
+        self._send_now(kind, body)
+
+    def _send_now(self, kind: MsgType, body: bytes) -> None:
         seq = self._tx_seq
         self._tx_seq += 1
+        if not self._outbox:
+            self.progress = self.host.seconds()
         self._outbox.append((seq, kind, body))
+        if kind is MsgType.DATA:
+            self._tx_bytes += len(body)
         self.host.send_stream_message(self, kind, seq, body)
 
-    def _send_ack(self, resync: bool = False, *, repeat: bool = False) -> None:
-        # n: payload bytes consumed (flow control); s: next sequence number expected
-        # (what may leave the peer's outbox); r: "resend what I have not got".
-        # ``repeat``: say again what we acknowledged last (no new credit).
-        if not repeat:
+    def start_session(self, incarnation: str, window: int) -> None:
+        """The handshake with the peer is done: the stream's messages, held until now (none
+        has left), go out in the session, within the window it settled."""
+        self.peer_incarnation = incarnation
+        self.window = min(self.window, window)
+        held = self._outbox
+        if held:
+            self._tx_seq = held[0][0]
+            self._tx_bytes -= sum(len(b) for _, k, b in held if k is MsgType.DATA)
+            self._unsent.extendleft((k, b) for _, k, b in reversed(held))
+            held.clear()
+        self._pump()
+        self.update_reading()
+
+    def _pump(self) -> None:
+        """Send what waited for window credit, as far as the credit goes."""
+        unsent = self._unsent
+        while unsent:
+            kind, body = unsent[0]
+            if kind is MsgType.DATA:
+                room = self.window - (self._tx_bytes - self._peer_consumed)
+                if room <= 0:
+                    return
+                if len(body) > room:
+                    unsent[0] = (kind, body[room:])
+                    self._send_now(kind, body[:room])
+                    return
+            unsent.popleft()
+            self._send_now(kind, body)
+
+    def _send_ack(self, resync: int = 0) -> None:
+        # n: payload bytes consumed (flow control credit); s: next sequence number expected
+        # (what may leave the peer's outbox); r=1: "resend from s, and tell me your s";
+        # r=2: the answer to r=1. Credit is withheld while our consumer is paused.
+        self._cancel_ack_timer()
+        if not self._consumer_paused:
             self._acked = self.delivered
         params: dict[str, int] = {"n": self._acked, "s": self._rx_seq}
         if resync:
-            params["r"] = 1
+            params["r"] = resync
         self.host.send_stream_message(self, MsgType.ACK, 0, encode_params(params))
 
+    def _schedule_ack(self) -> None:
+        if self._ack_timer is None:
+            self._ack_timer = self.host.call_later(DELAYED_ACK, self._delayed_ack)
+
+    def _delayed_ack(self) -> None:
+        self._ack_timer = None
+        if self._phase is not Phase.CLOSED:
+            self._send_ack()
+
+    def _cancel_ack_timer(self) -> None:
+        timer = self._ack_timer
+        if timer is not None:
+            self._ack_timer = None
+            if timer.active():
+                timer.cancel()
+
     def resync(self) -> None:
-        """After the channel came back: resend our unacknowledged messages, ask for theirs."""
+        """The channel came back, or our outbox went unacknowledged too long: ask the peer
+        for its position (and give ours), so each side resends exactly what the other lacks.
+
+        A stream the peer has not been heard on yet resends its OPEN instead: the peer may
+        never have had it (and it drops a copy of one it had).
+        """
         if self._phase is Phase.CLOSED:
             return
-        self._retransmit()
-        self._send_ack(resync=True)
+        if not self._heard:
+            self.retransmit()
+            return
+        self._send_ack(resync=1)
 
-    def _retransmit(self) -> None:
+    def retransmit(self, start: int = 0) -> None:
+        """Send again what the outbox holds from sequence number ``start`` on."""
         for seq, kind, body in list(self._outbox):
-            self.host.send_stream_message(self, kind, seq, body)
+            if seq >= start:
+                self.host.send_stream_message(self, kind, seq, body)
 
     @property
     def unacknowledged(self) -> int:
         """Messages kept for retransmission (for tests and status)."""
         return len(self._outbox)
 
+    @property
+    def buffered(self) -> int:
+        """Payload bytes this stream holds: unacknowledged, waiting for credit, early, and
+        received before a protocol was attached (for memory bounds)."""
+        return (
+            sum(len(b) for _, _, b in self._outbox)
+            + sum(len(b) for _, b in self._unsent)
+            + self._reorder_bytes
+            + sum(len(e.body) for e in self._pending)
+        )
+
     # -- the sink's answer -----------------------------------------------------------------
 
     def accept(self, host: str, port: int) -> None:
         """The sink's outbound connection is up: (OPEN), and the peer learns the bound address."""
+        if self._phase is not Phase.OPENING:
+            return
         self._phase = Phase.OPEN
         self.send(MsgType.OPEN_OK, encode_params({"host": host, "port": port}))
 
@@ -235,18 +358,19 @@ class Stream:
         self.protocol = protocol
         self._half_closeable = IHalfCloseableProtocol.providedBy(protocol)
         protocol.makeConnection(self)
-        if self._phase is Phase.CLOSED:
-            self._close_local(ENDED if self.failure is None else DROPPED)
+        if not self.live:
+            clean = self.failure is None and self.final_rx_seq is not None
+            self._close_local(ENDED if clean else DROPPED)
             return
         pending, self._pending = self._pending, []
         for env in pending:
-            if self._phase is Phase.CLOSED:
+            if not self.live:
                 break
             self._deliver(env)
 
     def write(self, data: bytes) -> None:
         """Send ``data`` to the peer (split into messages of at most MAX_DATA_MESSAGE)."""
-        if self._phase is Phase.CLOSED or self._eof_sent:
+        if not self.live or self._eof_sent or not data:
             return
         self.sent += len(data)
         if len(data) <= MAX_DATA_MESSAGE:
@@ -262,7 +386,7 @@ class Stream:
 
     def loseWriteConnection(self) -> None:
         """Half-close: the peer gets EOF once; what it sends still arrives."""
-        if self._phase is Phase.CLOSED or self._eof_sent:
+        if not self.live or self._eof_sent:
             return
         self._eof_sent = True
         self.send(MsgType.EOF)
@@ -270,12 +394,25 @@ class Stream:
             self.protocol.writeConnectionLost()
 
     def loseConnection(self) -> None:
-        """End the stream: the peer gets CLOSE, the protocol ``connectionLost``."""
-        if self._phase is Phase.CLOSED:
+        """End the stream: the peer gets CLOSE, the protocol ``connectionLost``.
+
+        The stream stays (CLOSING) until the peer acknowledges the CLOSE, so that what we
+        sent, and the CLOSE itself, can still be resent after an outage.
+        """
+        if not self.live:
             return
         self.send(MsgType.CLOSE)
-        self._finish()
+        self._phase = Phase.CLOSING
+        self._cancel_open_timer()
+        self._reorder.clear()
+        self._reorder_bytes = 0
+        self._pending.clear()
         self._close_local(ENDED)
+        self._maybe_closed()
+
+    def abortConnection(self) -> None:
+        """Reset the stream: the peer's side is reset too (ITCPTransport's abort)."""
+        self.reset()
 
     def getPeer(self) -> StreamAddress:
         return StreamAddress(self.peer, self.resource)
@@ -302,7 +439,7 @@ class Stream:
         if producer is None:
             return
         pause = (
-            self._phase is Phase.CLOSED
+            not self.live
             or self.host.channel_paused
             or self.sent - self._peer_consumed >= self.window
         )
@@ -332,65 +469,127 @@ class Stream:
     def receive(self, env: Envelope) -> None:
         if self._phase is Phase.CLOSED:
             return
-        if not self.peer_incarnation:
-            self.peer_incarnation = env.incarnation
-        if env.type is MsgType.ACK:
-            try:
-                params = env.params()
-                consumed = int(params.get("n", "0"))
-                received = int(params.get("s", "0"))
-            except (ValueError, EnvelopeError):
-                return
-            outbox = self._outbox
-            while outbox and outbox[0][0] < received:
-                outbox.popleft()
-            if params.get("r") == "1":
-                self._retransmit()
-                # Our last ACK may have been lost with the connection too: without it the
-                # peer, its window spent, would wait for ever.
-                self._send_ack(repeat=True)
-            if consumed > self._peer_consumed:
-                self._peer_consumed = min(consumed, self.sent)
-                self.update_reading()
+        self._heard = True
+        kind = env.type
+        if kind is MsgType.ACK:
+            self._receive_ack(env)
             return
-        if env.type is MsgType.RESET:
+        if kind is MsgType.RESET:
             if self._phase is Phase.OPENING:
                 self.fail(OpenFailure.ERROR, "peer has no such stream", notify_peer=False)
+            elif self._phase is Phase.CLOSING:
+                self._finish()  # the peer has ended it too; nothing of ours waits
             else:
                 self.abort()
             return
-        if env.seq != self._rx_seq:
-            if env.seq > self._rx_seq:
-                if len(self._reorder) >= MAX_REORDER:
-                    self.log.warn("stream {stream}: reorder buffer overflow", stream=self)
-                    self.abort()
+        seq = env.seq
+        if seq != self._rx_seq:
+            if seq < self._rx_seq:
+                self._send_ack()  # a duplicate: our ACK may have been lost, say it again
+                return
+            if seq not in self._reorder and len(self._reorder) < MAX_REORDER:
+                size = len(env.body)
+                if self._received + self._reorder_bytes + size - self._acked > self.window:
+                    self._violated()
                     return
-                self._reorder[env.seq] = env
-            return  # an early message waits; a duplicate is dropped
+                self._reorder[seq] = env
+                self._reorder_bytes += size
+            return  # an early message waits (or, past the bound, is dropped and resent)
+        if not self._take(env):
+            return
+        reorder = self._reorder
+        while self._phase is not Phase.CLOSED and self._rx_seq in reorder:
+            env = reorder.pop(self._rx_seq)
+            self._reorder_bytes -= len(env.body)
+            if not self._take(env):
+                return
+
+    def _take(self, env: Envelope) -> bool:
+        """Handle the next message in order; False if the stream ended on it."""
         self._rx_seq += 1
+        if env.type is MsgType.DATA:
+            self._received += len(env.body)
+            if self._received - self._acked > self.window:
+                self._violated()
+                return False
         self._handle(env)
-        while self._phase is not Phase.CLOSED and self._rx_seq in self._reorder:
-            env = self._reorder.pop(self._rx_seq)
-            self._rx_seq += 1
-            self._handle(env)
+        return self._phase is not Phase.CLOSED
+
+    def _violated(self) -> None:
+        self.log.warn(
+            "stream {resource} from node {peer}: the peer sent past the window of {window}"
+            " bytes; resetting the stream",
+            resource=self.resource,
+            peer=self.peer,
+            window=self.window,
+        )
+        violations = getattr(self.host, "window_violated", None)
+        if violations is not None:
+            violations(self)
+        self.reset()
+
+    def _receive_ack(self, env: Envelope) -> None:
+        try:
+            params = env.params()
+            consumed = int(params.get("n", "0"))
+            received = int(params.get("s", "0"))
+            resync = params.get("r", "")
+        except (ValueError, EnvelopeError):
+            return
+        outbox = self._outbox
+        popped = False
+        while outbox and outbox[0][0] < received:
+            outbox.popleft()
+            popped = True
+        if popped or not outbox:
+            self.progress = self.host.seconds()
+        if resync == "1":
+            self.retransmit(received)
+            self._send_ack(resync=2)
+        elif resync == "2":
+            self.retransmit(received)
+        if consumed > self._peer_consumed:
+            self._peer_consumed = min(consumed, self._tx_bytes)
+            self._pump()
+            self.update_reading()
+        self._maybe_closed()
+
+    def _maybe_closed(self) -> None:
+        if self._phase is Phase.CLOSING and not self._outbox and not self._unsent:
+            self._finish()
 
     def _handle(self, env: Envelope) -> None:
         kind = env.type
+        if self._phase is Phase.CLOSING:
+            # We closed; what the peer sent meanwhile has nowhere to go. Acknowledge it, so
+            # the peer's window and outbox drain, and end on its CLOSE.
+            if kind is MsgType.DATA:
+                self.delivered += len(env.body)
+            self._send_ack()
+            if kind is MsgType.CLOSE:
+                self.final_rx_seq = self._rx_seq
+                self._finish()
+            return
         if kind is MsgType.OPEN_OK:
             if self._phase is Phase.OPENING:
                 self._phase = Phase.OPEN
                 self._cancel_open_timer()
+                self._send_ack()
                 if self.on_open is not None:
                     self.on_open(self, env.params())
         elif kind is MsgType.OPEN_FAIL:
+            self._send_ack()
             params = env.params()
             reason = OpenFailure.parse(params.get("reason", ""))
             self.fail(reason, params.get("message", ""), notify_peer=False)
         elif self.protocol is None:
-            if kind is MsgType.CLOSE:
-                self._finish()  # e.g. the client left while the sink was still connecting
-                return
+            # e.g. the sink is still connecting: all of it, a CLOSE too, waits for the
+            # protocol (the client may have sent its request and left; the target gets it).
             self._pending.append(env)
+            if kind is MsgType.DATA:
+                self._schedule_ack()  # says what arrived (s); credit comes with delivery
+            else:
+                self._send_ack()
         else:
             self._deliver(env)
 
@@ -399,14 +598,21 @@ class Stream:
         if kind is MsgType.DATA:
             self.protocol.dataReceived(env.body)
             self.delivered += len(env.body)
-            if not self._consumer_paused and self.delivered - self._acked >= self.window // 4:
+            if self._consumer_paused:
+                self._schedule_ack()  # says what arrived (s), grants no credit
+            elif self.delivered - self._acked >= self.window // 4:
                 self._send_ack()
+            else:
+                self._schedule_ack()
         elif kind is MsgType.EOF:
+            self._send_ack()
             if self._half_closeable:
                 self.protocol.readConnectionLost()
             else:  # as a TCP transport does for a protocol that cannot half-close
                 self.loseConnection()
         elif kind is MsgType.CLOSE:
+            self.final_rx_seq = self._rx_seq
+            self._send_ack()
             self._finish()
             self._close_local(ENDED)
 
@@ -414,7 +620,7 @@ class Stream:
 
     def fail(self, reason: OpenFailure, message: str = "", *, notify_peer: bool = True) -> None:
         """The stream could not open: tell whoever waits (``on_open_failed``), then the
-        protocol on the stream, if one is attached."""
+        protocol on the stream, if one is attached. ``notify_peer`` resets the peer's side."""
         if self._phase is Phase.CLOSED:
             return
         self.failure = reason
@@ -425,42 +631,54 @@ class Stream:
             reason=reason.value,
             message=message,
         )
-        if notify_peer:
-            self.send(MsgType.CLOSE)
+        if notify_peer and self._tx_seq:
+            self.host.send_stream_message(self, MsgType.RESET, 0)
         self._finish()
         if self.on_open_failed is not None:
             self.on_open_failed(self, reason, message)
         self._close_local(DROPPED)
 
     def abort(self) -> None:
-        """Drop the stream without a word to the peer (the channel is gone or it misbehaved)."""
+        """Drop the stream without a word to the peer (its session or channel is gone): the
+        local socket is reset."""
         if self._phase is Phase.CLOSED:
             return
+        local = self._phase is not Phase.CLOSING
         self._finish()
-        self._close_local(DROPPED)
+        if local:
+            self._close_local(DROPPED)
+
+    def reset(self) -> None:
+        """Drop the stream and tell the peer to reset its side too (RESET)."""
+        if self._phase is Phase.CLOSED:
+            return
+        self.host.send_stream_message(self, MsgType.RESET, 0)
+        self.abort()
 
     def _close_local(self, reason: Failure) -> None:
-        """Tell the protocol on the stream that it has ended (it closes its socket)."""
+        """Tell the protocol on the stream that it has ended (it closes or resets its socket)."""
         protocol = self.protocol
         if protocol is not None:
             self._producer = None
+            self.protocol = None
             protocol.connectionLost(reason)
 
     def expire(self) -> None:
         """The peer node has been unreachable too long: end the stream toward our side."""
         if self._phase is Phase.OPENING:
-            self.fail(OpenFailure.NO_SINK, "peer node unreachable")
+            self.fail(OpenFailure.NO_SINK, "peer node unreachable", notify_peer=False)
         else:
-            self.shutdown()
+            self.abort()
 
     def shutdown(self) -> None:
-        """Close cleanly on service stop: tell the peer, end the protocol on the stream."""
-        self.loseConnection()
+        """Service stop: the streams die with the process, so both ends are reset (a clean
+        CLOSE would claim that everything in flight arrived)."""
+        self.reset()
 
     @property
     def heard_from_peer(self) -> bool:
         """Whether any message of the peer's for this stream has arrived (so it has the OPEN)."""
-        return bool(self.peer_incarnation)
+        return self._heard
 
     def _cancel_open_timer(self) -> None:
         for timer in (self.open_timer, self.retry_timer):
@@ -469,17 +687,22 @@ class Stream:
         self.open_timer = self.retry_timer = None
 
     def _finish(self) -> None:
+        clean = self._phase is Phase.CLOSING or self.final_rx_seq is not None
         self._phase = Phase.CLOSED
         self._cancel_open_timer()
+        self._cancel_ack_timer()
         self._reorder.clear()
+        self._reorder_bytes = 0
         self._pending.clear()
         self._outbox.clear()
+        self._unsent.clear()
         if self.failure is None:
             self.log.info(
-                "stream {resource} to {target} closed: {sent} bytes out, {delivered} bytes in,"
+                "stream {resource} to {target} {how}: {sent} bytes out, {delivered} bytes in,"
                 " {duration:.3f}s",
                 resource=self.resource,
                 target=self.target,
+                how="closed" if clean else "reset",
                 sent=self.sent,
                 delivered=self.delivered,
                 duration=self.host.seconds() - self.started,

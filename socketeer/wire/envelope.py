@@ -28,6 +28,9 @@ __all__ = [
     "EnvelopeError",
     "MsgType",
     "Route",
+    "VersionError",
+    "WIRE_VERSION",
+    "check_version",
     "check_name",
     "cluster_destination",
     "decode_params",
@@ -67,6 +70,9 @@ class MsgType(StrEnum):
     RESOLVED = "resolved"  # sink -> source: the answer (body: address, or reason + message)
     PING = "ping"  # node liveness probe
     PONG = "pong"  # answer to ping
+    HELLO = "hello"  # node -> node(s): start a session (body: w = window, [noise])
+    HELLO_OK = "hello-ok"  # answer to hello: the session is up (body: w = window, [noise])
+    SESSION_RESET = "session-reset"  # "I have no session with that incarnation of you"
 
 
 _TYPES = {t.value: t for t in MsgType}
@@ -87,6 +93,12 @@ H_RESOURCE = "sk-res"
 H_SEQ = "sk-seq"
 H_TS = "sk-ts"
 H_INC = "sk-inc"
+H_PINC = "sk-pinc"
+H_VERSION = "sk-v"
+#: The wire version this code speaks (``sk-v``). Version 2 added peer sessions: a frame
+#: names the receiver's incarnation it was meant for (``sk-pinc``). Frames of another
+#: version are refused, so that a mixed cluster fails loudly instead of half-working.
+WIRE_VERSION = "2"
 
 
 class EnvelopeError(ValueError):
@@ -106,6 +118,9 @@ class Envelope:
     timestamp: int = 0  # milliseconds since the epoch, sender's clock
     incarnation: str = ""  # the sending node's incarnation id (changes on restart)
     body: bytes = b""
+    #: The receiver's incarnation as the sender knows it: the session the message belongs
+    #: to. Empty on messages to any incarnation (hello, ping, pong).
+    peer_incarnation: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -214,7 +229,8 @@ def encode_send_parts(topic: str, env: Envelope) -> tuple[bytes, bytes, bytes]:
         f"SEND\ndestination:{destination_for(topic, env)}\n"
         f"{H_TYPE}:{env.type.value}\n{H_CLUSTER}:{env.cluster}\n{H_SOURCE}:{env.source}\n"
         f"{H_DEST}:{env.destination}\n{H_RESOURCE}:{env.resource}\n{H_SEQ}:{env.seq}\n"
-        f"{H_TS}:{env.timestamp}\n{H_INC}:{env.incarnation}\n"
+        f"{H_TS}:{env.timestamp}\n{H_INC}:{env.incarnation}\n{H_PINC}:{env.peer_incarnation}\n"
+        f"{H_VERSION}:{WIRE_VERSION}\n"
         f"content-length:{len(env.body)}\n\n"
     )
     return (head.encode("ascii"), env.body, b"\x00")
@@ -235,6 +251,7 @@ def _int_header(headers: Mapping[str, str], name: str) -> int:
 def from_frame(frame: StompFrame) -> Envelope:
     """Read a MESSAGE (or SEND) frame as an envelope; anything else raises EnvelopeError."""
     headers = frame.headers
+    check_version(headers)
     try:
         type_name = headers[H_TYPE]
     except KeyError:
@@ -244,6 +261,10 @@ def from_frame(frame: StompFrame) -> Envelope:
     resource = headers.get(H_RESOURCE, "")
     if not is_resource(resource):
         raise EnvelopeError("invalid resource id")
+    incarnation = headers.get(H_INC, "")
+    peer_incarnation = headers.get(H_PINC, "")
+    if not (is_resource(incarnation) and is_resource(peer_incarnation)):
+        raise EnvelopeError("invalid incarnation id")
     return Envelope(
         type=kind,
         cluster=route.cluster,
@@ -252,6 +273,22 @@ def from_frame(frame: StompFrame) -> Envelope:
         resource=resource,
         seq=_int_header(headers, H_SEQ),
         timestamp=_int_header(headers, H_TS),
-        incarnation=headers.get(H_INC, ""),
+        incarnation=incarnation,
         body=frame.body,
+        peer_incarnation=peer_incarnation,
     )
+
+
+class VersionError(EnvelopeError):
+    """A frame of another wire version: a node running an older or newer Socketeer."""
+
+
+def check_version(headers: Mapping[str, str]) -> None:
+    """Refuse a frame that is not of this wire version (``sk-v``), saying which it is."""
+    version = headers.get(H_VERSION)
+    if version != WIRE_VERSION:
+        seen = "1 (no sk-v header)" if version is None else repr(version)[:20]
+        raise VersionError(
+            f"wire version {seen} from node {str(headers.get(H_SOURCE, '?'))[:64]!r}; this node "
+            f"speaks version {WIRE_VERSION}: run the same Socketeer release on every node"
+        )

@@ -64,11 +64,15 @@ from socketeer.wire.envelope import (
     H_CLUSTER,
     H_DEST,
     H_INC,
+    H_PINC,
     H_SOURCE,
     H_TYPE,
+    H_VERSION,
+    WIRE_VERSION,
     Envelope,
     EnvelopeError,
     check_name,
+    check_version,
     destination_for,
     is_resource,
     message_type,
@@ -85,7 +89,7 @@ __all__ = [
 ]
 
 H_SEAL = "sk-seal"
-VERSION = "1"
+VERSION = "2"
 #: How many message counters behind the newest one a receiver still accepts (reordering).
 REPLAY_WINDOW = 4096
 #: Senders (src, incarnation, epoch) whose replay window a receiver remembers.
@@ -135,8 +139,10 @@ def _sender_key(master: bytes, source: str, incarnation: str, epoch: str) -> AES
     return AESGCM(key)
 
 
-def _aad(topic: str, cluster: str, src: str, dst: str, inc: str, epoch: str, n: int) -> bytes:
-    return "\0".join((topic, cluster, src, dst, inc, epoch, str(n))).encode("ascii") + _TAG
+def _aad(
+    topic: str, cluster: str, src: str, dst: str, inc: str, pinc: str, epoch: str, n: int
+) -> bytes:
+    return "\0".join((topic, cluster, src, dst, inc, pinc, epoch, str(n))).encode("ascii") + _TAG
 
 
 def _nonce(counter: int) -> bytes:
@@ -230,13 +236,21 @@ class Sealer:
             )
         )
         aad = _aad(
-            self.topic, env.cluster, env.source, env.destination, env.incarnation, self.epoch, n
+            self.topic,
+            env.cluster,
+            env.source,
+            env.destination,
+            env.incarnation,
+            env.peer_incarnation,
+            self.epoch,
+            n,
         )
         sealed = cipher.encrypt(_nonce(n), plain, aad)
         head = (
             f"SEND\ndestination:{destination_for(self.topic, env)}\n"
             f"{H_CLUSTER}:{env.cluster}\n{H_SOURCE}:{env.source}\n{H_DEST}:{env.destination}\n"
-            f"{H_INC}:{env.incarnation}\n{H_SEAL}:{VERSION}.{self.epoch}.{n}\n"
+            f"{H_INC}:{env.incarnation}\n{H_PINC}:{env.peer_incarnation}\n"
+            f"{H_VERSION}:{WIRE_VERSION}\n{H_SEAL}:{VERSION}.{self.epoch}.{n}\n"
             f"content-length:{len(sealed)}\n\n"
         )
         return (head.encode("ascii"), sealed, b"\x00")
@@ -259,9 +273,11 @@ class Sealer:
                     "(does it have the codekey?)",
                 )
             raise EnvelopeError(f"missing header {H_SEAL}")
+        check_version(headers)
         cluster, src, dst = read_route(headers)
         inc = headers.get(H_INC, "")
-        if not is_resource(inc):
+        pinc = headers.get(H_PINC, "")
+        if not (is_resource(inc) and is_resource(pinc)):
             raise EnvelopeError("invalid incarnation")
         if cluster != self.cluster:
             raise SealRejected("foreign", f"message for cluster {cluster!r}")
@@ -283,7 +299,7 @@ class Sealer:
         body = frame.body
         try:
             plain = cipher.decrypt(
-                _nonce(n), body, _aad(self.topic, cluster, src, dst, inc, epoch, n)
+                _nonce(n), body, _aad(self.topic, cluster, src, dst, inc, pinc, epoch, n)
             )
         except InvalidTag:
             raise SealRejected(
@@ -320,7 +336,7 @@ class Sealer:
         else:
             self._windows.move_to_end(key)
         window.mark(n)
-        return Envelope(kind, cluster, src, dst, resource, seq, timestamp, inc, plain[end:])
+        return Envelope(kind, cluster, src, dst, resource, seq, timestamp, inc, plain[end:], pinc)
 
     def rejected(self, error: Exception, now: float) -> Refusal | None:
         """Say what a message ``open`` refused counts as and whether to log it; None if

@@ -101,10 +101,13 @@ class Link:
     def __init__(self) -> None:
         self.parser = StompFrameParser("1.2", server=True)
         self.sent: list[Envelope] = []
+        self.frames: list = []
 
     def send_bytes(self, data: bytes) -> None:
         for frame in self.parser.feed(data):
-            self.sent.append(from_frame(frame))
+            self.frames.append(frame)
+            if "sk-seal" not in frame.headers:  # a sealed frame is kept as it is
+                self.sent.append(from_frame(frame))
 
     def kinds(self) -> list[MsgType]:
         return [e.type for e in self.sent]

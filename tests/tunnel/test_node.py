@@ -40,16 +40,32 @@ def frame_of(data: bytes):
     return frame
 
 
+def handshake(node: Node, peer: str = "si", inc: str = "p1", window: int = 4 << 20) -> None:
+    """``peer`` (incarnation ``inc``) greets ``node``: the session is up."""
+    node.envelope_received(
+        Envelope(MsgType.HELLO, "c", peer, "*", "", 0, 0, inc, encode_params({"w": window}))
+    )
+
+
 def make_node(**kw) -> tuple[Node, Clock, Link]:
     clock = Clock()
     node = Node("c", "so", "t", clock, incarnation="me", **kw)
     link = Link()
     node.channel_ready(link)
+    handshake(node)
     return node, clock, link
 
 
-def from_peer(kind: MsgType, resource: str, seq: int = 0, body: bytes = b"", inc: str = "p1"):
-    return Envelope(kind, "c", "si", "so", resource, seq, 0, inc, body)
+def from_peer(
+    kind: MsgType,
+    resource: str,
+    seq: int = 0,
+    body: bytes = b"",
+    inc: str = "p1",
+    pinc: str = "me",
+    peer: str = "si",
+):
+    return Envelope(kind, "c", peer, "so", resource, seq, 0, inc, body, pinc)
 
 
 def open_one(node: Node, link: Link):
@@ -58,6 +74,13 @@ def open_one(node: Node, link: Link):
     SocketRelay(lambda relay: stream).makeConnection(transport)
     node.envelope_received(from_peer(MsgType.OPEN_OK, stream.resource))
     return stream, transport
+
+
+def hello_ok(node: Node, peer: str = "si", inc: str = "p1", window: int = 4 << 20) -> None:
+    """``peer`` answers ``node``'s HELLO."""
+    node.envelope_received(
+        from_peer(MsgType.HELLO_OK, "", body=encode_params({"w": window}), inc=inc, peer=peer)
+    )
 
 
 def test_streams_survive_a_channel_loss_and_resend_on_reconnect():
@@ -70,18 +93,28 @@ def test_streams_survive_a_channel_loss_and_resend_on_reconnect():
     link2 = Link()
     node.channel_ready(link2)
     assert transport.producerState == "producing"
-    assert link2.kinds() == [MsgType.OPEN, MsgType.DATA, MsgType.ACK]
-    assert link2.sent[1].body == b"before"
+    assert link2.kinds() == [MsgType.HELLO]  # nothing resent before the peer says who it is
+    hello_ok(node)  # the same incarnation: the session goes on
+    assert link2.kinds()[1:] == [MsgType.ACK]
+    assert link2.sent[1].params() == {"n": "0", "s": "1", "r": "1"}
+    # The peer has our OPEN (s=1), not the DATA: that alone is sent again.
+    node.envelope_received(
+        from_peer(MsgType.ACK, stream.resource, body=encode_params({"n": 0, "s": 1, "r": 2}))
+    )
+    assert link2.kinds()[2:] == [MsgType.DATA]
+    assert link2.sent[2].body == b"before" and link2.sent[2].peer_incarnation == "p1"
 
 
-def test_open_while_disconnected_is_sent_when_the_channel_comes():
+def test_open_while_disconnected_is_sent_once_the_peer_answers_the_hello():
     clock = Clock()
     node = Node("c", "so", "t", clock, incarnation="me")
     stream = node.open_stream("si", "example.org", 80)
     link = Link()
     node.channel_ready(link)
-    assert link.kinds()[0] is MsgType.OPEN
-    assert link.sent[0].resource == stream.resource
+    assert link.kinds() == [MsgType.HELLO]
+    hello_ok(node)
+    assert link.kinds()[1] is MsgType.OPEN
+    assert link.sent[1].resource == stream.resource and link.sent[1].peer_incarnation == "p1"
 
 
 def test_silent_peer_is_pinged_then_its_streams_expire():
@@ -100,52 +133,79 @@ def test_silent_peer_is_pinged_then_its_streams_expire():
     node.stop()
 
 
-def test_peer_restart_resets_its_old_streams():
+def test_peer_restart_resets_its_old_streams_but_a_stray_message_does_not():
     node, clock, link = make_node()
     stream, transport = open_one(node, link)
+    # A late (or forged) message from another incarnation is no restart: dropped, and the
+    # sender is told we have no session with it.
     node.envelope_received(from_peer(MsgType.PONG, "", inc="p2"))
+    node.envelope_received(from_peer(MsgType.DATA, stream.resource, seq=1, inc="p0"))
+    assert stream.phase is Phase.OPEN
+    assert link.sent[-1].type is MsgType.SESSION_RESET and link.sent[-1].peer_incarnation == "p0"
+    assert node.stats.stale_session == 1
+    handshake(node, inc="p2")  # the peer restarted: its old streams died with it
     assert stream.phase is Phase.CLOSED
     assert transport.disconnecting
+    assert node.stats.session_resets == 1
 
 
-def test_retransmitted_open_of_an_ended_stream_is_reset():
-    clock = Clock()
-    node = Node("c", "si", "t", clock, incarnation="sink")
+def sink_node_with_session(**kw) -> tuple[Node, Link]:
+    node = Node("c", "si", "t", Clock(), incarnation="sink", **kw)
     link = Link()
     node.channel_ready(link)
+    node.envelope_received(
+        Envelope(MsgType.HELLO, "c", "so", "*", "", 0, 0, "src", encode_params({"w": 1 << 20}))
+    )
+    return node, link
+
+
+def open_request(resource: str, inc: str = "src", pinc: str = "sink") -> Envelope:
+    body = encode_params({"host": "h", "port": 1})
+    return Envelope(MsgType.OPEN, "c", "so", "si", resource, 0, 0, inc, body, pinc)
+
+
+def test_an_open_runs_at_most_once_however_often_it_is_resent():
+    node, link = sink_node_with_session()
     sink = RecordingSink()
     node.serve(sink)
     opened = sink.opened
-    env = Envelope(MsgType.OPEN, "c", "so", "si", "r1", 0, 0, "src", encode_params({}))
-    node.envelope_received(env)
+    node.envelope_received(open_request("src-5"))
     assert len(opened) == 1
-    node.streams.remember_ended(("so", "r1"))  # the stream ran and ended
-    node.envelope_received(env)
-    assert len(opened) == 1
-    assert link.kinds()[-1] is MsgType.RESET
+    # The stream ran and ended; the OPEN is resent (its ACK was lost): reset, not rerun.
+    node.envelope_received(open_request("src-5"))
+    assert len(opened) == 1 and link.kinds()[-1] is MsgType.RESET
+    # Older streams than the session remembers are refused too, never run.
+    node.envelope_received(open_request("src-100000"))
+    node.envelope_received(open_request("src-6"))
+    assert len(opened) == 2 and node.stats.repeated_opens == 2
+    # An id that is not the sender's incarnation and a counter is malformed.
+    node.envelope_received(open_request("other-7"))
+    assert len(opened) == 2 and link.kinds()[-1] is MsgType.RESET
 
 
 def test_resync_for_unknown_stream_is_answered_with_reset():
     node, clock, link = make_node()
+    before = len(link.sent)
     node.envelope_received(from_peer(MsgType.ACK, "gone", body=encode_params({"r": 1})))
-    assert link.kinds() == [MsgType.RESET]
+    assert link.kinds()[before:] == [MsgType.RESET]
     node.envelope_received(from_peer(MsgType.ACK, "gone", body=encode_params({"n": 1})))
-    assert link.kinds() == [MsgType.RESET]  # a plain ACK for an unknown stream: ignored
+    assert link.kinds()[before:] == [MsgType.RESET]  # a plain ACK for an unknown stream: ignored
 
 
 def test_sink_serves_opens_of_new_streams_only():
-    clock = Clock()
-    node = Node("c", "si", "t", clock, incarnation="sink")
-    link = Link()
-    node.channel_ready(link)
-    env = Envelope(MsgType.OPEN, "c", "so", "si", "r1", 0, 0, "src", encode_params({}))
-    node.envelope_received(env)
-    assert link.kinds() == [MsgType.OPEN_FAIL]  # not a sink (yet)
+    node, link = sink_node_with_session()
+    node.envelope_received(open_request("src-1"))
+    assert link.kinds()[-1] is MsgType.OPEN_FAIL  # not a sink (yet)
     assert node.stats.open_refused == 1
     sink = RecordingSink()
     node.serve(sink)
-    node.envelope_received(env)
-    assert sink.opened == [env] and len(link.sent) == 1
+    request = open_request("src-2")
+    node.envelope_received(request)
+    assert sink.opened == [request]
+    # An OPEN in a session this node does not have (it is meant for an earlier incarnation
+    # of ours): never served, and the sender learns that session is gone.
+    node.envelope_received(open_request("src-3", pinc="earlier"))
+    assert sink.opened == [request] and link.kinds()[-1] is MsgType.SESSION_RESET
 
 
 def test_snapshot_shows_channel_peers_streams_and_counters():
@@ -235,6 +295,7 @@ def test_an_open_waits_for_the_channel_and_goes_out_when_it_is_back():
     clock.advance(9.9)
     link = Link()
     node.channel_ready(link)
+    hello_ok(node)
     (sent,) = opens(link)
     assert sent.resource == stream.resource and node.snapshot().channel.waiting == 0
     node.envelope_received(from_peer(MsgType.OPEN_OK, stream.resource))
@@ -260,10 +321,11 @@ def test_a_client_that_gives_up_while_waiting_leaves_nothing_behind():
     clock = Clock()
     node = Node("c", "so", "t", clock, incarnation="me", channel_wait=10)
     stream = node.open_stream("si", "example.org", 80)
-    stream.loseConnection()
-    assert node.snapshot().channel.waiting == 0
+    stream.reset()
+    assert node.snapshot().channel.waiting == 0 and not node.streams
     link = Link()
     node.channel_ready(link)
+    hello_ok(node)
     assert opens(link) == []
 
 
@@ -303,29 +365,23 @@ def test_an_answered_open_is_never_sent_again():
 
 
 def test_the_sink_executes_a_repeated_open_once():
-    clock = Clock()
-    sink_node = Node("c", "si", "t", clock, incarnation="sink")
-    link = Link()
-    sink_node.channel_ready(link)
+    sink_node, link = sink_node_with_session()
     served: list[Envelope] = []
 
     class Sink:
         def open(self, request: Envelope) -> None:
             served.append(request)
-            sink_node.add_stream(
-                Stream(sink_node, request.source, request.resource, 1 << 20, rx_seq=1)
-            )
+            sink_node.add_stream(sink_node.accept_stream(request))
 
         def resolve(self, request: Envelope) -> None:  # pragma: no cover - not asked
             raise AssertionError
 
     sink_node.serve(Sink())
-    request = Envelope(
-        MsgType.OPEN, "c", "so", "si", "me-1", 0, 0, "me", encode_params({"host": "h", "port": 1})
-    )
     for _ in range(3):
-        sink_node.envelope_received(request)
+        sink_node.envelope_received(open_request("src-1"))
     assert len(served) == 1
+    # The live stream answers each copy with an ACK (so the source stops resending).
+    assert link.kinds()[-2:] == [MsgType.ACK, MsgType.ACK]
 
 
 def test_a_waiting_open_is_not_expired_by_a_peer_silent_since_the_outage():
@@ -343,8 +399,17 @@ def test_a_waiting_open_is_not_expired_by_a_peer_silent_since_the_outage():
         clock.advance(1)
         node.check_peers()
     assert failed == [] and stream.phase is Phase.OPENING
-    node.channel_ready(Link())  # back: the OPEN goes out, and the peer gets a fresh grace
+    node.channel_ready(Link())  # back: the peer answers, the OPEN goes out, a fresh grace
+    hello_ok(node)
     for _ in range(10):
         clock.advance(1)
         node.check_peers()
     assert failed == [] and stream.phase is Phase.OPENING
+
+
+def test_a_new_stream_to_a_peer_idle_for_long_is_not_expired_at_once():
+    node, clock, link = make_node(grace=60, ping_interval=5)
+    clock.advance(3600)  # an hour without a word from the peer (no streams: no pings)
+    stream = node.open_stream("si", "example.org", 80, timeout=90)
+    node.check_peers()
+    assert stream.phase is Phase.OPENING and link.kinds()[-1] is MsgType.PING
