@@ -5,7 +5,8 @@ the properties builder and copies of etc/ files; ``relay``: the in-process relay
 ``relay`` fixture); ``twistd``: real twistd children; ``cli``: the ``socketeer`` script as a
 child; ``ops``: whole services from properties, HTTP GET; ``logs``: log capture;
 ``security``: certificates, frame captures, raw STOMP, a relay with sealing and TLS options;
-``streams``: streams without a node.
+``streams``: streams without a node; ``faults``: counting targets, a client that tells a reset
+from a FIN, a recorder and replayer at the broker, a link that swallows a node's frames.
 """
 
 from pathlib import Path
