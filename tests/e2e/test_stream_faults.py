@@ -170,10 +170,6 @@ class Site:
 # -- 1. a sink restart must not replay a request -------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="issue 13: resync resends a small stream's OPEN and DATA to the new sink",
-    strict=False,
-)
 @pytest_twisted.ensureDeferred
 async def test_a_sink_restart_does_not_replay_a_request(tmp_path: Path) -> None:
     """Reproduction 1. The client keeps its HTTP connection open after the reply (keep-alive,
@@ -243,10 +239,6 @@ class Answering(protocol.Protocol):
         self.transport.loseConnection()
 
 
-@pytest.mark.xfail(
-    reason="issue 13: the sink forgets a stream once CLOSE is sent; aborts end in a FIN",
-    strict=False,
-)
 @pytest.mark.parametrize("broker_back", [True, False], ids=["broker-restarted", "broker-gone"])
 @pytest_twisted.ensureDeferred
 async def test_an_answer_lost_with_the_broker_is_not_a_clean_fin(
@@ -311,10 +303,6 @@ class Counting(Digest):
         seen.append(self)
 
 
-@pytest.mark.xfail(
-    reason="issue 13: windows are not negotiated; the sink acknowledges per quarter of its own",
-    strict=False,
-)
 @pytest_twisted.ensureDeferred
 async def test_an_upload_completes_when_the_sink_has_a_larger_window(tmp_path: Path) -> None:
     """Reproduction 3. A 12 MiB upload through a source with the default 4 MiB window to a
@@ -347,10 +335,6 @@ async def test_an_upload_completes_when_the_sink_has_a_larger_window(tmp_path: P
 # -- 5. frames recorded at the broker must be no use after a restart ---------------------------
 
 
-@pytest.mark.xfail(
-    reason="issue 13: a restarted sink has no replay window; sealed frames are accepted again",
-    strict=False,
-)
 @pytest_twisted.ensureDeferred
 async def test_recorded_frames_replayed_after_a_sink_restart_do_not_reach_the_target(
     tmp_path: Path,
@@ -423,7 +407,6 @@ class Resetting(protocol.Protocol):
         self.transport.abortConnection()
 
 
-@pytest.mark.xfail(reason="issue 13: a target's reset reaches the client as a FIN", strict=False)
 @pytest_twisted.ensureDeferred
 async def test_a_targets_reset_reaches_the_client_as_a_reset(tmp_path: Path) -> None:
     """The client must be able to tell "the server reset the connection" from "the server
@@ -443,7 +426,6 @@ async def test_a_targets_reset_reaches_the_client_as_a_reset(tmp_path: Path) -> 
             await port.stopListening()
 
 
-@pytest.mark.xfail(reason="issue 13: an expired stream is closed cleanly (FIN)", strict=False)
 @pytest_twisted.ensureDeferred
 async def test_a_stream_whose_sink_is_gone_ends_in_a_reset(tmp_path: Path) -> None:
     """The broker+sink process dies for good mid-conversation. After the (short) grace period

@@ -18,11 +18,12 @@ from twisted.logger import Logger, LogLevel
 
 from socketeer import logs
 from socketeer.ops.systemd import ReadinessService, notify
-from socketeer.tunnel.node import ChannelLink, Node
+from socketeer.tunnel.node import Node
 
 from support import ROOT
 from support.net import connect, free_port, until
 from support.properties import configure
+from support.relay import Link
 from support.twistd import child_env, start, stop
 
 UNIT = ROOT / "etc" / "systemd" / "socketeer@.service"
@@ -78,7 +79,7 @@ async def test_readiness_waits_for_every_node(relay, tmp_path):
         await until(lambda: notes.messages)
         assert notes.messages == ["STATUS=waiting for the channels of 3 nodes"]
         assert not notes.ready.called
-        late.channel_ready(ChannelLink())  # its channel comes up
+        late.channel_ready(Link())  # its channel comes up
         text = await notes.ready.addTimeout(10, reactor)
         assert text == "READY=1\nSTATUS=relaying: 3 nodes connected"
         service.stopService()

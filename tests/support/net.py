@@ -4,12 +4,13 @@ digest servers, a bulk sender."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import socket
 from collections.abc import Callable, Iterator
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, error, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
@@ -104,9 +105,28 @@ class Collector(protocol.Protocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason=None) -> None:
+        self.reason = reason
         if not self.eof.called:
             self.eof.callback(bytes(self.data))
         self.lost.callback(bytes(self.data))
+
+    @property
+    def was_reset(self) -> bool:
+        """The connection ended with a reset (RST), not a FIN."""
+        return self.reason is not None and self.reason.check(error.ConnectionDone) is None
+
+
+async def connection_ending(port: int, timeout: float = 20.0) -> tuple[str, bytes]:
+    """Connect to 127.0.0.1:*port* and wait for the connection to end: ("reset", data) if it
+    was reset (even before the connect completed), ("fin", data) if it was closed."""
+    try:
+        proto = await connect(port)
+    except error.ConnectError as e:
+        if e.osError == errno.ECONNRESET or "104" in str(e):
+            return ("reset", b"")
+        raise
+    data = await proto.lost.addTimeout(timeout, reactor)
+    return ("reset" if proto.was_reset else "fin", data)
 
 
 async def connect(port: int) -> Collector:
