@@ -161,6 +161,8 @@ def _node_service(
         ping_interval=ss.ping_interval,
         channel_wait=ss.connect_timeout,
         max_waiting=ss.max_pending_opens,
+        max_streams=ss.max_streams,
+        max_streams_per_peer=ss.max_streams_per_peer,
         sealer=sealer,
     )
     svc = MultiService()

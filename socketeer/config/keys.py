@@ -114,6 +114,8 @@ SOURCESINK_KEYS = (
     "maplist",
     "connecttimeout",
     "maxpendingopens",
+    "maxstreams",
+    "maxstreamsperpeer",
     "window",
     "socks4enabled",
     "socks5enabled",

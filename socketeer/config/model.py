@@ -28,6 +28,8 @@ from socketeer.config.defaults import (
     DEFAULT_LOGIN_MAX_PENDING,
     DEFAULT_LOGIN_THREADS,
     DEFAULT_MAX_PENDING_OPENS,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_PEER,
     DEFAULT_PING_INTERVAL,
     DEFAULT_REQUIRE_ENCRYPTION,
     DEFAULT_SEAL_MAX_AGE,
@@ -167,6 +169,8 @@ class SourceSinkConfig:
     grace_period: float = DEFAULT_GRACE_PERIOD  # streams wait this long for a silent peer
     ping_interval: float = DEFAULT_PING_INTERVAL  # ping a peer node silent for this long
     max_pending_opens: int = DEFAULT_MAX_PENDING_OPENS  # waiting for the channel, at most
+    max_streams: int = DEFAULT_MAX_STREAMS  # live streams of this node, at most
+    max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER  # with one peer node, at most
 
     @property
     def is_source(self) -> bool:

@@ -21,6 +21,8 @@ from socketeer.config.defaults import (
     DEFAULT_HTTP_ENABLED,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PENDING_OPENS,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_PEER,
     DEFAULT_PING_INTERVAL,
     DEFAULT_SOCKS4_ENABLED,
     DEFAULT_SOCKS5_ENABLED,
@@ -28,6 +30,7 @@ from socketeer.config.defaults import (
     DEFAULT_WINDOW,
     FIXED_TYPES,
     MAX_PENDING_OPENS_RANGE,
+    MAX_STREAMS_RANGE,
     WINDOW_RANGE,
 )
 from socketeer.config.endpoints import listen_endpoint, read_interface
@@ -143,5 +146,9 @@ def sourcesink_config(props: Properties, sid: str, warnings: list[str]) -> Sourc
         ping_interval=props.positive_float(k("pinginterval"), DEFAULT_PING_INTERVAL),
         max_pending_opens=props.integer(
             k("maxpendingopens"), DEFAULT_MAX_PENDING_OPENS, *MAX_PENDING_OPENS_RANGE
+        ),
+        max_streams=props.integer(k("maxstreams"), DEFAULT_MAX_STREAMS, *MAX_STREAMS_RANGE),
+        max_streams_per_peer=props.integer(
+            k("maxstreamsperpeer"), DEFAULT_MAX_STREAMS_PER_PEER, *MAX_STREAMS_RANGE
         ),
     )

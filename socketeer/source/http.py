@@ -12,6 +12,7 @@ origins, each request routed by its own absolute URI.
 from __future__ import annotations
 
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -246,7 +247,8 @@ class ResponseReceiver(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._unregister()
-        self.exchange.stream_closed()
+        dropped = reason is not None and reason.check(ConnectionDone) is None
+        self.exchange.stream_closed(dropped=dropped)
 
     def _unregister(self) -> None:
         if self._registered:
@@ -331,11 +333,12 @@ class Exchange:
             return
         self._write(out)
 
-    def stream_closed(self) -> None:
-        """The stream ended (CLOSE from the sink, or our own shutdown)."""
+    def stream_closed(self, *, dropped: bool = False) -> None:
+        """The stream ended: CLOSE from the sink, or (``dropped``) a reset or lost session,
+        after which a close-delimited body must not pass for complete."""
         if self.finished:
             return
-        if not self.response.complete:
+        if not self.response.complete and not dropped:
             self.origin_closed()  # the origin's close may end a close-delimited body
         if not self.finished:
             self._bad_response(HttpError(502, "The origin closed before its response ended."))

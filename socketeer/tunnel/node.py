@@ -738,7 +738,9 @@ class Node:
                 continue
             rto = self._rto(peer)
             for stream in streams:
-                if stream.unacknowledged and now - stream.progress > rto:
+                if stream.phase is Phase.CLOSING and now - stream.closing_since > self.peers.grace:
+                    stream.abort()  # a peer that never acknowledges our CLOSE: let it go
+                elif stream.unacknowledged and now - stream.progress > rto:
                     self.stats.retransmits += 1
                     stream.progress = now
                     stream.resync()

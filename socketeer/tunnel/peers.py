@@ -33,7 +33,7 @@ MAX_RTT = 3600.0
 MAX_PEERS = 4096
 #: Stream counters of a session a sink tells apart: an OPEN older than the newest by this
 #: many is refused (RESET), never run, since the sink can no longer tell if it ran.
-OPEN_WINDOW = 4096
+OPEN_WINDOW = 16384
 
 
 @dataclass

@@ -192,6 +192,8 @@ class Stream:
         self._heard = False
         #: The sequence number that follows the peer's CLOSE, once it was delivered.
         self.final_rx_seq: int | None = None
+        #: When the stream became CLOSING.
+        self.closing_since = 0.0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -403,6 +405,7 @@ class Stream:
             return
         self.send(MsgType.CLOSE)
         self._phase = Phase.CLOSING
+        self.closing_since = self.host.seconds()
         self._cancel_open_timer()
         self._reorder.clear()
         self._reorder_bytes = 0
