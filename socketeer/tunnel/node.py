@@ -50,15 +50,26 @@ from socketeer.wire.envelope import (
     EnvelopeError,
     MsgType,
     check_name,
+    decode_params,
     encode_params,
     encode_send_parts,
     from_frame,
 )
+from socketeer.wire.noise import NoiseError
+from socketeer.wire.sessionframe import SessionFrame, open_session_frame, read_session_header
+from socketeer.wire.sessionframe import seal as seal_session
 
 if TYPE_CHECKING:
+    from socketeer.tunnel.sessions import SessionKeys
     from socketeer.wire.seal import Sealer
 
 __all__ = ["ChannelLink", "Node", "SinkHandler"]
+
+
+#: Node messages that set up a keyed session: sealed with the codekey (if any), never in one.
+_HANDSHAKES = frozenset({MsgType.HANDSHAKE, MsgType.HANDSHAKE_OK})
+#: What a node with keys accepts outside a session.
+_OUTSIDE_SESSIONS = _HANDSHAKES | {MsgType.HELLO, MsgType.PING, MsgType.PONG}
 
 
 def _is_resync(env: Envelope) -> bool:
@@ -135,6 +146,7 @@ class Node:
         max_waiting: int = DEFAULT_MAX_PENDING_OPENS,
         max_streams: int = DEFAULT_MAX_STREAMS,
         max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER,
+        keys: SessionKeys | None = None,
     ) -> None:
         self.cluster = check_name(cluster, "cluster name")
         self.name = check_name(name, "node name")
@@ -152,6 +164,11 @@ class Node:
         self.max_streams_per_peer = max_streams_per_peer
         #: (peer, incarnation) told lately that we have no session with it: when.
         self._told_stale: OrderedDict[tuple[str, str], float] = OrderedDict()
+        #: With a codekey or node identities: sessions are set up by a Noise handshake and
+        #: their messages sealed with its keys (``tunnel.sessions``).
+        self.keys = keys
+        #: (peer, incarnation) we started a handshake with lately: when.
+        self._initiated: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._resolves = PendingResolves(clock)
         self._sink: SinkHandler | None = None
         self._link: ChannelLink | None = None
@@ -271,8 +288,17 @@ class Node:
             body,
             pinc,
         )
-        sealer = self.sealer
-        parts = encode_send_parts(self.topic, env) if sealer is None else sealer.seal_parts(env)
+        keys = self.keys
+        if keys is not None and pinc and kind not in _HANDSHAKES:
+            session = keys.sender(dest, pinc)
+            if session is None:  # the session is gone (the peer restarted meanwhile)
+                self.stats.dropped_unconnected += 1
+                return
+            parts = seal_session(self.topic, env, session.transport)
+        elif (sealer := self.sealer) is not None:
+            parts = sealer.seal_parts(env)
+        else:
+            parts = encode_send_parts(self.topic, env)
         send_parts = getattr(link, "send_parts", None)
         if send_parts is not None:
             send_parts(parts)
@@ -581,6 +607,12 @@ class Node:
         if window is None:
             self.stats.malformed += 1
             return
+        if self.keys is not None:
+            # With keys a HELLO only asks for a handshake: we start it (the peer answers);
+            # a HELLO_OK counts only sealed in the session (``_session_frame``).
+            if answer:
+                self._initiate(env.source, env.incarnation)
+            return
         if answer:
             self._send(MsgType.HELLO_OK, env.source, "", 0, self._hello_body(), env.incarnation)
             # Heard since our channel came up, so it names the peer's current incarnation;
@@ -596,6 +628,8 @@ class Node:
         replaced = self.peers.set_session(
             peer, incarnation, window, self.clock.seconds(), confirmed=confirmed
         )
+        if self.keys is not None:
+            self.keys.keep_only(peer, incarnation)
         if replaced:
             self._end_session(peer, replaced, f"node {peer} restarted")
         if not (self.peers.confirmed(peer) and self._link is not None):
@@ -639,8 +673,10 @@ class Node:
                 stream.abort()
 
     def _session_reset(self, env: Envelope) -> None:
-        """The peer has no session with this incarnation of ours (it restarted, or forgot us)."""
-        if env.peer_incarnation != self.incarnation:
+        """The peer has no session with this incarnation of ours (it restarted, or forgot us).
+
+        With keys it is not taken (anyone could send it); a HELLO does that job there."""
+        if env.peer_incarnation != self.incarnation or self.keys is not None:
             return
         session = self.peers.session(env.source)
         if not session:
@@ -649,11 +685,122 @@ class Node:
         self._end_session(env.source, session, f"node {env.source} lost our session")
         self._hello(env.source)
 
-    def _tell_stale(self, env: Envelope) -> None:
-        """Answer a message of a session we do not have with SESSION_RESET (rate-limited)."""
-        if env.type in (MsgType.RESET, MsgType.RESOLVED):
+    # -- keyed sessions (a codekey or node identities) --------------------------------------
+
+    def _initiate(self, peer: str, incarnation: str) -> None:
+        """Start a Noise handshake with ``peer``'s ``incarnation`` (at most once a second)."""
+        key = (peer, incarnation)
+        now = self.clock.seconds()
+        last = self._initiated.get(key)
+        if last is not None and now - last < HELLO_INTERVAL:
             return
-        key = (env.source, env.incarnation)
+        self._initiated[key] = now
+        self._initiated.move_to_end(key)
+        if len(self._initiated) > 1024:
+            self._initiated.popitem(last=False)
+        try:
+            message = self.keys.initiate(peer, incarnation, self._hello_body())
+        except NoiseError as e:
+            self._key_refusal(peer, e)
+            return
+        self._send(MsgType.HANDSHAKE, peer, "", 0, message, incarnation)
+
+    def _on_handshake(self, env: Envelope) -> None:
+        """A peer's first handshake message: answer it (the session waits for confirmation:
+        a frame sealed in it, which only the real initiator can make)."""
+        if self.keys is None or env.peer_incarnation != self.incarnation:
+            self.stats.stale_session += 1
+            return
+        try:
+            answer, _ = self.keys.respond(env.source, env.incarnation, env.body, self._hello_body())
+        except NoiseError as e:
+            self._key_refusal(env.source, e)
+            return
+        self._send(MsgType.HANDSHAKE_OK, env.source, "", 0, answer, env.incarnation)
+
+    def _on_handshake_ok(self, env: Envelope) -> None:
+        """The answer to our handshake: the session is up here; a HELLO_OK sealed in it
+        confirms it to the peer."""
+        if self.keys is None or env.peer_incarnation != self.incarnation:
+            self.stats.stale_session += 1
+            return
+        try:
+            keys = self.keys.complete(env.source, env.incarnation, env.body)
+        except NoiseError as e:
+            self._key_refusal(env.source, e)
+            return
+        if keys is None:
+            return  # not ours (an old or repeated answer)
+        window = self._window_in(keys.payload)
+        if window is None:
+            self.stats.malformed += 1
+            return
+        self._send(MsgType.HELLO_OK, env.source, "", 0, self._hello_body(), env.incarnation)
+        self._session_up(env.source, env.incarnation, window, confirmed=True)
+
+    def _session_frame(self, clear: SessionFrame, body: bytes) -> None:
+        """A frame sealed in a session: open it with that session's keys, or refuse it."""
+        stats = self.stats
+        if self.keys is None:
+            stats.malformed += 1
+            return
+        if clear.cluster != self.cluster or clear.destination != self.name:
+            stats.foreign += 1
+            return
+        keys = None
+        if clear.peer_incarnation == self.incarnation:
+            keys = self.keys.receiver(clear.source, clear.incarnation, clear.sid)
+        if keys is None:
+            stats.stale_session += 1
+            self._tell_stale(clear.source, clear.incarnation)
+            return
+        try:
+            env = open_session_frame(self.topic, clear, body, keys.transport)
+        except NoiseError as e:
+            self._key_refusal(clear.source, e)
+            return
+        except EnvelopeError:
+            stats.malformed += 1
+            return
+        peer = env.source
+        if self.peers.session(peer) != env.incarnation or not self.peers.confirmed(peer):
+            window = self._window_in(keys.payload)
+            if window is not None:  # the first frame of a session we answered: it is real
+                self._session_up(peer, env.incarnation, window, confirmed=True)
+        if env.type is not MsgType.HELLO_OK:
+            self.envelope_received(env)
+        else:
+            self._heard(env)
+
+    def _window_in(self, body: bytes) -> int | None:
+        try:
+            window = int(decode_params(body).get("w", ""))
+        except (ValueError, EnvelopeError):
+            return None
+        low, high = WINDOW_RANGE
+        return window if low <= window <= high else None
+
+    def _key_refusal(self, peer: str, error: NoiseError) -> None:
+        """Count (and, rate-limited by the sealer's rule, log) a refused handshake or frame."""
+        stats = self.stats
+        stats.seal_refused[error.reason] += 1
+        count = stats.seal_refused[error.reason]
+        if count <= 10 or count % 1000 == 0:
+            self.log.warn(
+                "refused a session message from node {peer} ({reason}; {count} so far): {problem}",
+                peer=peer,
+                reason=error.reason,
+                count=count,
+                problem=str(error),
+            )
+
+    def _tell_stale(self, source: str, incarnation: str, kind: MsgType | None = None) -> None:
+        """Answer a message of a session we do not have (rate-limited): SESSION_RESET, or
+        with keys (where an unauthenticated reset would be a forgery's tool) a HELLO, which
+        makes the peer start a handshake with the incarnation we are now."""
+        if kind in (MsgType.RESET, MsgType.RESOLVED):
+            return
+        key = (source, incarnation)
         now = self.clock.seconds()
         told = self._told_stale.get(key)
         if told is not None and now - told < SESSION_RESET_INTERVAL:
@@ -662,7 +809,10 @@ class Node:
         self._told_stale.move_to_end(key)
         if len(self._told_stale) > 1024:
             self._told_stale.popitem(last=False)
-        self._send(MsgType.SESSION_RESET, env.source, "", 0, b"", env.incarnation)
+        if self.keys is not None:
+            self._hello(source)
+        else:
+            self._send(MsgType.SESSION_RESET, source, "", 0, b"", incarnation)
 
     # -- liveness ------------------------------------------------------------------------
 
@@ -771,8 +921,16 @@ class Node:
         """A MESSAGE from our destinations. Anything malformed is counted and dropped."""
         stats = self.stats
         stats.messages_in += 1
+        sealer = self.sealer
         try:
-            sealer = self.sealer
+            clear = read_session_header(frame.headers)
+        except EnvelopeError as e:
+            self._malformed(e)
+            return
+        if clear is not None:
+            self._session_frame(clear, frame.body)
+            return
+        try:
             env = from_frame(frame) if sealer is None else sealer.open(frame, self.clock.seconds())
         except EnvelopeError as e:
             refusal = None if sealer is None else sealer.rejected(e, self.clock.seconds())
@@ -790,20 +948,28 @@ class Node:
                         problem=refusal.problem,
                     )
                 return  # logged at most once per kind per interval
-            stats.malformed += 1
-            if stats.malformed <= 10 or stats.malformed % 1000 == 0:
-                self.log.warn(
-                    "dropped a malformed message ({count} so far): {problem}",
-                    count=stats.malformed,
-                    problem=str(e),
-                )
+            self._malformed(e)
             return
         if env.cluster != self.cluster or env.destination not in (self.name, BROADCAST):
             stats.foreign += 1
             return
+        if self.keys is not None and env.type not in _OUTSIDE_SESSIONS:
+            # With keys, a session's messages come sealed in it; anything else is refused.
+            stats.seal_refused["outside-session"] += 1
+            return
         if env.source == self.name and env.incarnation == self.incarnation:
             return  # our own broadcast
         self.envelope_received(env)
+
+    def _malformed(self, error: Exception) -> None:
+        stats = self.stats
+        stats.malformed += 1
+        if stats.malformed <= 10 or stats.malformed % 1000 == 0:
+            self.log.warn(
+                "dropped a malformed message ({count} so far): {problem}",
+                count=stats.malformed,
+                problem=str(error),
+            )
 
     def envelope_received(self, env: Envelope) -> None:
         if logs.trace:
@@ -826,7 +992,7 @@ class Node:
             # Meant for an earlier life of ours, or from an incarnation of the peer we have
             # no session with (a late message of a dead one, or one that forgot us).
             self.stats.stale_session += 1
-            self._tell_stale(env)
+            self._tell_stale(env.source, env.incarnation, env.type)
             return
         if env.type is MsgType.RESOLVE:
             if self._sink is not None:
@@ -900,6 +1066,10 @@ class Node:
             self._on_hello(env, answer=kind is MsgType.HELLO)
         elif kind is MsgType.SESSION_RESET:
             self._session_reset(env)
+        elif kind is MsgType.HANDSHAKE:
+            self._on_handshake(env)
+        elif kind is MsgType.HANDSHAKE_OK:
+            self._on_handshake_ok(env)
         elif kind is MsgType.PING:
             self._send(MsgType.PONG, env.source, "", 0, env.body)
         elif env.type is MsgType.PONG:

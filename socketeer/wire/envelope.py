@@ -73,6 +73,8 @@ class MsgType(StrEnum):
     HELLO = "hello"  # node -> node(s): start a session (body: w = window, [noise])
     HELLO_OK = "hello-ok"  # answer to hello: the session is up (body: w = window, [noise])
     SESSION_RESET = "session-reset"  # "I have no session with that incarnation of you"
+    HANDSHAKE = "handshake"  # with keys: the first Noise handshake message (body: binary)
+    HANDSHAKE_OK = "handshake-ok"  # with keys: the answer, the second message
 
 
 _TYPES = {t.value: t for t in MsgType}

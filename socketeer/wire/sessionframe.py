@@ -1,0 +1,200 @@
+"""Messages sealed in a peer session: the session's own keys, not the cluster's codekey.
+
+Once two node incarnations have run a session handshake (:mod:`socketeer.wire.noise`), every
+message between them that belongs to the session (stream messages, RESOLVE and its answer,
+the initiator's HELLO_OK) is sealed with that session's transport keys, the way WireGuard
+seals data after its Noise handshake::
+
+    SEND
+    destination:/topic/<topic>.<cluster>.<dst>
+    sk-v:2
+    sk-cluster:<cluster>
+    sk-src:<src>
+    sk-dst:<dst>
+    sk-inc:<src incarnation>
+    sk-pinc:<dst incarnation>
+    sk-sess:<session id: 16 hex digits>.<counter>
+    content-length:<n>
+
+    ChaCha20-Poly1305(session key, counter; type, resource, seq, timestamp, body)
+
+The clear headers are the associated data, so a broker that rewrites any of them (to pass a
+message off as another node's, or to another session) makes it fail. Keys are fresh per
+session (forward secrecy: recorded frames are useless once the session's processes are gone),
+the counter is explicit so that frames may arrive reordered or twice (each is accepted once),
+and with node identities only the holder of a node's static key can seal as that node.
+
+Sans-IO: no Twisted, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Mapping
+
+from socketeer.wire.envelope import (
+    H_CLUSTER,
+    H_DEST,
+    H_INC,
+    H_PINC,
+    H_SOURCE,
+    H_VERSION,
+    WIRE_VERSION,
+    Envelope,
+    EnvelopeError,
+    check_version,
+    destination_for,
+    is_resource,
+    message_type,
+    read_route,
+)
+from socketeer.wire.noise import SessionTransport
+
+__all__ = ["H_SESSION", "SessionFrame", "open_session_frame", "read_session_header", "seal"]
+
+H_SESSION = "sk-sess"
+_TAG = b"socketeer-session-1"
+_PLAIN_HEAD = struct.Struct("!QQBH")  # seq, timestamp ms, len(type), len(resource)
+_HEADER_RE = re.compile(r"([0-9a-f]{16})\.(0|[1-9][0-9]{0,19})\Z")
+
+
+def session_id(transport: SessionTransport) -> str:
+    """The id both ends give a session: the start of its Noise handshake hash."""
+    return transport.handshake_hash[:8].hex()
+
+
+def _ad(topic: str, env: Envelope, sid: str, counter: int) -> bytes:
+    fields = (
+        topic,
+        env.cluster,
+        env.source,
+        env.destination,
+        env.incarnation,
+        env.peer_incarnation,
+        sid,
+        str(counter),
+    )
+    return "\0".join(fields).encode("ascii") + _TAG
+
+
+def seal(topic: str, env: Envelope, transport: SessionTransport) -> tuple[bytes, bytes, bytes]:
+    """The SEND frame carrying ``env`` sealed in ``transport``'s session, in three pieces
+    (head, sealed body, NUL), as ``envelope.encode_send_parts``."""
+    kind = env.type.value.encode("ascii")
+    resource = env.resource.encode("ascii")
+    plain = b"".join(
+        (
+            _PLAIN_HEAD.pack(env.seq, env.timestamp, len(kind), len(resource)),
+            kind,
+            resource,
+            env.body,
+        )
+    )
+    sid = session_id(transport)
+    counter = transport.sent
+    # The counter is part of the associated data: seal() uses exactly this one.
+    sealed_counter, sealed = transport.seal(plain, _ad(topic, env, sid, counter))
+    assert sealed_counter == counter
+    head = (
+        f"SEND\ndestination:{destination_for(topic, env)}\n{H_VERSION}:{WIRE_VERSION}\n"
+        f"{H_CLUSTER}:{env.cluster}\n{H_SOURCE}:{env.source}\n{H_DEST}:{env.destination}\n"
+        f"{H_INC}:{env.incarnation}\n{H_PINC}:{env.peer_incarnation}\n"
+        f"{H_SESSION}:{sid}.{counter}\ncontent-length:{len(sealed)}\n\n"
+    )
+    return (head.encode("ascii"), sealed, b"\x00")
+
+
+class SessionFrame:
+    """The clear part of a session-sealed frame: who sent it, in which session."""
+
+    __slots__ = (
+        "cluster",
+        "source",
+        "destination",
+        "incarnation",
+        "peer_incarnation",
+        "sid",
+        "counter",
+    )
+
+    def __init__(
+        self,
+        cluster: str,
+        source: str,
+        destination: str,
+        incarnation: str,
+        peer_incarnation: str,
+        sid: str,
+        counter: int,
+    ) -> None:
+        self.cluster = cluster
+        self.source = source
+        self.destination = destination
+        self.incarnation = incarnation
+        self.peer_incarnation = peer_incarnation
+        self.sid = sid
+        self.counter = counter
+
+
+def read_session_header(headers: Mapping[str, str]) -> SessionFrame | None:
+    """The clear session fields of a frame; None if it is not session-sealed.
+
+    Raises EnvelopeError for a session frame that is malformed.
+    """
+    value = headers.get(H_SESSION)
+    if value is None:
+        return None
+    check_version(headers)
+    cluster, src, dst = read_route(headers)
+    inc = headers.get(H_INC, "")
+    pinc = headers.get(H_PINC, "")
+    if not (inc and pinc and is_resource(inc) and is_resource(pinc)):
+        raise EnvelopeError("invalid incarnation in a session frame")
+    match = _HEADER_RE.match(value)
+    if match is None:
+        raise EnvelopeError(f"malformed {H_SESSION} header")
+    return SessionFrame(cluster, src, dst, inc, pinc, match.group(1), int(match.group(2)))
+
+
+def open_session_frame(
+    topic: str, clear: SessionFrame, body: bytes, transport: SessionTransport
+) -> Envelope:
+    """Authenticate and decrypt a session frame's body (raises the transport's NoiseError
+    subclasses, or EnvelopeError for a plaintext that is not a message)."""
+    skeleton = Envelope(
+        type=message_type("ping"),  # not in the associated data; only the routing fields are
+        cluster=clear.cluster,
+        source=clear.source,
+        destination=clear.destination,
+        incarnation=clear.incarnation,
+        peer_incarnation=clear.peer_incarnation,
+    )
+    plain = transport.open(clear.counter, body, _ad(topic, skeleton, clear.sid, clear.counter))
+    if len(plain) < _PLAIN_HEAD.size:
+        raise EnvelopeError("session message too short")
+    seq, timestamp, type_len, res_len = _PLAIN_HEAD.unpack_from(plain)
+    start = _PLAIN_HEAD.size
+    end = start + type_len + res_len
+    if end > len(plain):
+        raise EnvelopeError("session message truncated")
+    try:
+        type_name = plain[start : start + type_len].decode("ascii")
+        resource = plain[start + type_len : end].decode("ascii")
+    except UnicodeDecodeError:
+        raise EnvelopeError("bad message type or resource id in a session message") from None
+    kind = message_type(type_name)
+    if not is_resource(resource):
+        raise EnvelopeError("invalid resource id")
+    return Envelope(
+        kind,
+        clear.cluster,
+        clear.source,
+        clear.destination,
+        resource,
+        seq,
+        timestamp,
+        clear.incarnation,
+        plain[end:],
+        clear.peer_incarnation,
+    )
