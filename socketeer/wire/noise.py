@@ -504,8 +504,9 @@ class SessionHandshake:
             self._state = _State.FAILED
             raise UnknownPeer(self.peer_name)  # refused before any work
         if not isinstance(message, bytes | bytearray) or len(message) > MAX_HANDSHAKE_MESSAGE:
-            self._failed()
-            raise HandshakeError("handshake message too long")
+            if not self.initiator:
+                self._state = _State.FAILED
+            raise HandshakeError("a handshake message is bytes, at most 65535 of them")
         try:
             payload = bytes(self._conn.read_message(bytes(message)))
         except _LIBRARY_ERRORS:
@@ -527,6 +528,8 @@ class SessionHandshake:
         return payload
 
     def _failed(self) -> None:
+        """After the library refused a message: the responder is done for; the initiator
+        goes back to waiting for message 2."""
         if self.initiator:
             # Undo the library's half-consumed state: message 1 again, same ephemeral key,
             # gives the same state, ready for the real reply.

@@ -283,7 +283,7 @@ def test_tampered_message_1_fails(mode: str) -> None:
         _, r = pair(mode)
         with pytest.raises(HandshakeError):
             r.read_message(bytes(tampered))
-    for cut in (m1[:-1], m1[:20], b"", m1 + b"x"):
+    for cut in (m1[:-1], m1[:20], b"", m1 + b"x", m1 + bytes(65536)):
         _, r = pair(mode)
         with pytest.raises(HandshakeError):
             r.read_message(cut)
@@ -301,6 +301,8 @@ def test_tampered_message_2_fails_but_the_initiator_still_takes_the_real_one(mod
             i.read_message(bytes(tampered))
     with pytest.raises(HandshakeError):
         i.read_message(b"\0" * 48)  # an all-zero (low-order) ephemeral key
+    with pytest.raises(HandshakeError):
+        i.read_message(m2 + bytes(65536))
     assert i.read_message(m2) == b"ok"
     ti, tr = i.transport(), r.transport()
     assert tr.open(*ti.seal(b"x")) == b"x"
