@@ -37,6 +37,7 @@ from socketeer.config.defaults import (
 )
 from socketeer.policy import EMPTY_POLICY, Policy
 from socketeer.secret import Secret
+from socketeer.wire.noise import Identity
 
 __all__ = [
     "BrokerConfig",
@@ -167,6 +168,11 @@ class SourceSinkConfig:
     grace_period: float = DEFAULT_GRACE_PERIOD  # streams wait this long for a silent peer
     ping_interval: float = DEFAULT_PING_INTERVAL  # ping a peer node silent for this long
     max_pending_opens: int = DEFAULT_MAX_PENDING_OPENS  # waiting for the channel, at most
+    #: This node's static key for authenticated sessions (``identity``); None: none.
+    identity: Identity | None = None
+    #: ``peerkeys``: node name -> raw X25519 public key of the nodes it may hold sessions
+    #: with; None exactly when ``identity`` is None.
+    peer_keys: Mapping[str, bytes] | None = None
 
     @property
     def is_source(self) -> bool:
