@@ -28,6 +28,12 @@ broker may reorder and duplicate messages across reconnects and failover. The re
 keeps a sliding replay window over the counters, moved only by messages that
 authenticated. Counter exhaustion ends the session: rekeying is a new handshake.
 
+Key confirmation: the initiator knows the session is live when message 2 authenticates;
+the responder only when a first transport message from the initiator opens
+(``SessionTransport.confirmed``), because message 1 can be replayed to the same responder
+incarnation and, with IKpsk2, the psk is only checked by the initiator. A new,
+unconfirmed responder session should not displace a confirmed one.
+
 Pure: no Twisted, no sockets, no clock. The handshake itself is the ``noiseprotocol``
 library (on ``cryptography``), checked against the published cacophony test vectors in
 ``tests/wire/test_noise.py``; the transport uses ``cryptography``'s ChaCha20-Poly1305 with
@@ -477,8 +483,10 @@ class SessionHandshake:
         return conn
 
     def write_message(self, payload: bytes = b"") -> bytes:
-        """The next handshake message, carrying ``payload`` (encrypted; in message 1 it is
-        authenticated but replayable, in message 2 also forward secret)."""
+        """The next handshake message, carrying ``payload`` encrypted. In message 1 the
+        payload is authenticated (by the psk, or the initiator's static key) but neither
+        forward secret nor safe from replay to the same responder incarnation; in message
+        2 it is forward secret. Keep secrets for the transport."""
         if self._state is not _State.WRITE:
             raise HandshakeError(f"cannot write a handshake message now ({self._state.value})")
         if len(payload) > MAX_HANDSHAKE_PAYLOAD:

@@ -239,6 +239,15 @@ def test_a_member_cannot_claim_another_members_name(codekey: bool) -> None:
         r.read_message(i.write_message(b""))
 
 
+def test_a_member_cannot_answer_for_another_member() -> None:
+    """Node c gets a's HELLO for b (a broker redirecting it) and answers as b: it cannot
+    even read message 1, which is encrypted to b's static key."""
+    i = SessionHandshake.initiator(prologue(), psk=PSK, identity=A, peer_keys=KEYS)
+    r = SessionHandshake.responder(prologue(), psk=PSK, identity=C, peer_keys=KEYS)
+    with pytest.raises(HandshakeError):
+        r.read_message(i.write_message(b"secret hello"))
+
+
 def test_initiator_with_a_wrong_key_for_the_responder_fails() -> None:
     keys = {**KEYS, "b": C.public_key}  # a thinks b is C's key
     i = SessionHandshake.initiator(prologue(), identity=A, peer_keys=keys)
