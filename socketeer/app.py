@@ -30,6 +30,8 @@ from socketeer.sink.resolve import SystemResolver
 from socketeer.source.forward import FixedForwardFactory
 from socketeer.source.proxy import ProxyFactory, ProxySettings
 from socketeer.tunnel.node import Node
+from socketeer.tunnel.sessions import SessionKeys
+from socketeer.wire.noise import codekey_psk
 from socketeer.wire.seal import Sealer, sealer_for
 from socketeer.wire.stompframing import StompLimits
 
@@ -142,6 +144,23 @@ def reload_policies(root: SocketeerService, path: str) -> bool:
     return True
 
 
+def session_keys(ss: SourceSinkConfig, incarnation: str) -> SessionKeys | None:
+    """The node's keyed sessions: with a codekey (its psk) and/or an identity, else None."""
+    codekey = ss.channel.codekey
+    if codekey is None and ss.identity is None:
+        return None
+    topic = ss.channel.topic
+    return SessionKeys(
+        topic,
+        ss.clustername,
+        ss.nodename,
+        incarnation,
+        psk=None if codekey is None else codekey_psk(codekey, topic, ss.clustername),
+        identity=ss.identity,
+        peer_keys=ss.peer_keys,
+    )
+
+
 def _node_service(
     ss: SourceSinkConfig,
     reactor,
@@ -165,6 +184,7 @@ def _node_service(
         max_streams_per_peer=ss.max_streams_per_peer,
         sealer=sealer,
     )
+    node.keys = session_keys(ss, node.incarnation)
     svc = MultiService()
     svc.setName(f"sourcesink-{ss.id}")
     channel = ChannelService(
@@ -262,7 +282,7 @@ def build_service(config: Config, reactor) -> SocketeerService:
         if sink is not None:
             root.sinks[ss.id] = sink
         svc.setServiceParent(root)
-        if not channel_is_protected(ss.channel):  # neither TLS nor a codekey: say so plainly
+        if not channel_is_protected(ss.channel) and ss.identity is None:  # say so plainly
             log.warn(
                 "sourcesink {id}: the channel to {url} is not encrypted: the broker and anyone "
                 "on the path can read the relayed bytes (use stomp+ssl:// and/or a codekey; "

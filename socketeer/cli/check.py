@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 from collections.abc import Mapping
 from enum import Enum
@@ -31,6 +32,8 @@ def _value(value: Any) -> str | None:
         return str(describe())
     if isinstance(value, str | int | float):
         return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")  # peerkeys' public keys, as written
     if isinstance(value, Mapping | list | tuple) and not value:
         return "none"
     if dataclasses.is_dataclass(value) or isinstance(value, Mapping | list | tuple):

@@ -4,7 +4,7 @@
 one module per subcommand::
 
     socketeer check FILE                 validate FILE, print it resolved (secrets masked)
-    socketeer genkey                     a strong random codekey
+    socketeer genkey [--identity]        a strong random codekey (or a node identity)
     socketeer hash-password              a pbkdf2-sha256$... hash for a password entry
     socketeer status [URL]               the status endpoint, as tables in the terminal
     socketeer connect -c FILE HOST PORT  one stream through the cluster on stdin/stdout
@@ -82,11 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "genkey",
-        help="print a strong random codekey",
+        help="print a strong random codekey, or a node identity",
         description="Print a random key for a channel's codekey= parameter (URL-safe "
-        "base64 of --bytes random bytes).",
+        "base64 of --bytes random bytes); with --identity, a node's private key for "
+        "identity= (its public key, for the peers' peerkeys=, goes to standard error).",
     )
     p.add_argument("--bytes", type=int, default=32, help="random bytes (default 32)")
+    p.add_argument(
+        "--identity",
+        action="store_true",
+        help="a node identity: the private key on stdout, its public key on stderr",
+    )
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="read a node private key on stdin and print its public key",
+    )
     p.set_defaults(func=_genkey)
 
     p = sub.add_parser(

@@ -125,6 +125,8 @@ SOURCESINK_KEYS = (
     "idletimeout",
     "graceperiod",
     "pinginterval",
+    "identity",
+    "peerkeys",
 )
 
 #: List profiles: ``socketeer.<kind>.<profile>[.<entry>].<field>``, referenced by

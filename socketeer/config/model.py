@@ -39,6 +39,7 @@ from socketeer.config.defaults import (
 )
 from socketeer.policy import EMPTY_POLICY, Policy
 from socketeer.secret import Secret
+from socketeer.wire.noise import Identity
 
 __all__ = [
     "BrokerConfig",
@@ -171,6 +172,11 @@ class SourceSinkConfig:
     max_pending_opens: int = DEFAULT_MAX_PENDING_OPENS  # waiting for the channel, at most
     max_streams: int = DEFAULT_MAX_STREAMS  # live streams of this node, at most
     max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER  # with one peer node, at most
+    #: This node's static key for authenticated sessions (``identity``); None: none.
+    identity: Identity | None = None
+    #: ``peerkeys``: node name -> raw X25519 public key of the nodes it may hold sessions
+    #: with; None exactly when ``identity`` is None.
+    peer_keys: Mapping[str, bytes] | None = None
 
     @property
     def is_source(self) -> bool:

@@ -1,7 +1,7 @@
 """How tunnel traffic must be protected: ``requireencryption`` and ``sealmaxage``.
 
 ``requireencryption=true`` refuses to start a sourcesink whose channel has neither TLS nor
-a codekey; ``sealmaxage`` is how old (or how far in the future) a sealed message may be
+a codekey and that has no node identity (whose sessions seal every stream message); ``sealmaxage`` is how old (or how far in the future) a sealed message may be
 before it is dropped as a replay.
 """
 
@@ -21,15 +21,16 @@ def require_encryption(props: Properties, sourcesinks: tuple[SourceSinkConfig, .
     require = props.boolean(K_REQUIRE_ENCRYPTION, DEFAULT_REQUIRE_ENCRYPTION)
     if require:
         for ss in sourcesinks:
-            if not channel_is_protected(ss.channel):
+            if not channel_is_protected(ss.channel) and ss.identity is None:
                 key = f"{SOURCESINK}{ss.id}.channel"
                 raise ConfigError(
                     props.path,
                     f"{K_REQUIRE_ENCRYPTION} is true but this channel has neither TLS nor a "
-                    "codekey",
+                    "codekey, and the sourcesink no identity",
                     line=props.line(key),
                     key=key,
-                    allowed="a stomp+ssl:// channel and/or codekey=... (or env:/file: reference)",
+                    allowed="a stomp+ssl:// channel and/or codekey=... (or env:/file: reference)"
+                    ", or an identity and peerkeys for this sourcesink",
                 )
     return require
 

@@ -34,6 +34,7 @@ from socketeer.config.defaults import (
     WINDOW_RANGE,
 )
 from socketeer.config.endpoints import listen_endpoint, read_interface
+from socketeer.config.identities import check_identity, node_identity, peer_keys
 from socketeer.config.keys import SOURCESINK, sourcesink_id
 from socketeer.config.model import ConfigError, ProxyConfig, SourceSinkConfig
 from socketeer.config.properties import NAME_ALLOWED, Properties
@@ -128,6 +129,10 @@ def sourcesink_config(props: Properties, sid: str, warnings: list[str]) -> Sourc
             ", ".join(f"{n} ({t})" for n, t in FIXED_TYPES.items()),
         )
 
+    identity = node_identity(props, k("identity"))
+    keys = peer_keys(props, k("peerkeys"), warnings)
+    check_identity(props, k("identity"), k("peerkeys"), identity, keys, nodename, peernode)
+
     return SourceSinkConfig(
         id=sid,
         clustername=clustername,
@@ -151,4 +156,6 @@ def sourcesink_config(props: Properties, sid: str, warnings: list[str]) -> Sourc
         max_streams_per_peer=props.integer(
             k("maxstreamsperpeer"), DEFAULT_MAX_STREAMS_PER_PEER, *MAX_STREAMS_RANGE
         ),
+        identity=identity,
+        peer_keys=keys,
     )

@@ -29,10 +29,39 @@ def test_genkey_prints_fresh_url_safe_keys():
     assert main(["genkey", "--bytes", "8"], io.StringIO(), io.StringIO()) == 2
 
 
+def test_genkey_identity_and_its_public_key(monkeypatch):
+    from socketeer.wire.noise import Identity
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["genkey", "--identity"], out, err) == 0
+    private = out.getvalue()
+    assert private.count("\n") == 1  # the private key alone: `> node.key` makes the file
+    identity = Identity.from_text(private)
+    assert err.getvalue().strip() == (
+        f"public key (for the peers' peerkeys): {identity.public_text()}"
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO(private))
+    out = io.StringIO()
+    assert main(["genkey", "--public"], out, io.StringIO()) == 0
+    assert out.getvalue() == identity.public_text() + "\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO("not a key\n"))
+    err = io.StringIO()
+    assert main(["genkey", "--public"], io.StringIO(), err) == 1
+    assert "not a key" in err.getvalue() and "not a key\n" not in err.getvalue()
+    assert main(["genkey", "--identity", "--public"], io.StringIO(), io.StringIO()) == 2
+    again = io.StringIO()
+    main(["genkey", "--identity"], again, io.StringIO())
+    assert again.getvalue() != private
+
+
 @pytest_twisted.ensureDeferred
 async def test_console_script_genkey_and_hash_password():
     out, err, code = await run("genkey")
     assert code == 0 and len(out.strip()) == 43
+    out, err, code = await run("genkey", "--identity")
+    assert code == 0 and len(out.strip()) == 44 and b"public key" in err
+    public, _, code = await run("genkey", "--public", stdin=out)
+    assert code == 0 and err.strip().endswith(public.strip())
     out, err, code = await run("hash-password", "--iterations", "1000", stdin=b"open sesame\n")
     assert code == 0, err
     stored = out.decode().strip()
