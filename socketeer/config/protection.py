@@ -1,8 +1,9 @@
 """How tunnel traffic must be protected: ``requireencryption`` and ``sealmaxage``.
 
 ``requireencryption=true`` refuses to start a sourcesink whose channel has neither TLS nor
-a codekey and that has no node identity (whose sessions seal every stream message); ``sealmaxage`` is how old (or how far in the future) a sealed message may be
-before it is dropped as a replay.
+a codekey and that has no node identity (whose sessions seal every stream message);
+``sealmaxage`` is how old (or how far in the future) a sealed message may be before it is
+dropped as a replay.
 """
 
 from __future__ import annotations
