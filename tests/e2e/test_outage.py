@@ -174,8 +174,10 @@ async def test_connections_opened_during_a_broker_outage_succeed_once(tmp_path):
 
         procs.append(start(site.paths["broker"], 1, BROKER_READY))
         await procs[-1].ready.addTimeout(30, reactor)
-        await until_status(status, 0)  # the source is back on the channel: the OPENs left
         await procs[2].seen(b"is on the channel", 2)
+        # The source is back, but the OPENs still wait: for the sink to answer the source's
+        # HELLO, which tells it the sink's incarnation (a restarted sink gets none of them).
+        assert await waiting_opens(status) == CLIENTS
         sink.transport.signalProcess(signal.SIGCONT)
         results = [await c.done.addTimeout(60, reactor) for c in clients]
         assert results == [(0, f"OK REQ {i}\n") for i in range(CLIENTS)]
