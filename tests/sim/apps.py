@@ -74,6 +74,10 @@ class Endpoint(Protocol):
         self._next = 0  # next chunk
         self._closing_self = False
         self._timer = None
+        self._reading = True
+        self._unread = 0  # bytes that arrived while we were not reading
+        #: The most bytes that arrived during one pause (a stream's back-pressure bound).
+        self.peak_unread = 0
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.label}>"
@@ -95,6 +99,9 @@ class Endpoint(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
+        if not self._reading:
+            self._unread += len(data)
+            self.peak_unread = max(self.peak_unread, self._unread)
 
     def readConnectionLost(self) -> None:
         self.eof = True
@@ -194,9 +201,11 @@ class Endpoint(Protocol):
 
     def _pause_reading(self, duration: float) -> None:
         if self.end is None:
+            self._reading = False
             self.transport.pauseProducing()
             self.clock.callLater(duration, self._resume_reading)
 
     def _resume_reading(self) -> None:
+        self._reading, self._unread = True, 0
         if self.end is None:
             self.transport.resumeProducing()

@@ -70,7 +70,7 @@ def check(report: Report) -> list[str]:
                 )
         # A clean end or EOF says "the peer finished and you have it all".
         if _clean(client):
-            peer = targets[-1] if targets else None
+            peer = targets[0] if targets else None
             if peer is None:
                 out.append(f"clean-short: {name} ended cleanly but no target was ever reached")
             elif not _complete_from(client, peer):

@@ -31,7 +31,7 @@ from zope.interface import implementer
 #: One hop on a local socket (the reactor turn between a write and the peer's read).
 LOCAL_LATENCY = 0.0005
 #: A transport pauses its producer past this many queued bytes (a socket's send buffer).
-HIGH_WATER = 16 * 1024
+HIGH_WATER = 2 * 1024  # scaled down with the windows (KiB for MiB)
 #: The most one read hands the protocol (a transport's ``bufferSize``, scaled down).
 READ_SIZE = 8 * 1024
 
@@ -96,6 +96,8 @@ class SimTransport:
         self.reading_paused = False  # our protocol paused us: deliver nothing to it
         self._producer: IPushProducer | None = None
         self._producer_paused = False
+        #: The most bytes ever queued here (what a slow reader made the sender buffer).
+        self.peak = 0
 
     # -- ITransport ----------------------------------------------------------------------
 
@@ -104,6 +106,8 @@ class SimTransport:
             return
         self._buf.append(data)
         self._buffered += len(data)
+        if self._buffered > self.peak:
+            self.peak = self._buffered
         self._schedule()
         if self._producer is not None and not self._producer_paused:
             if self._buffered > HIGH_WATER:

@@ -23,7 +23,8 @@ class Outcome:
 
     def replay_line(self) -> str:
         return (
-            f"SIM_PROFILE={self.profile} SIM_SEED={self.seed} python -m pytest tests/sim -k replay"
+            f"SIM_PROFILE={self.profile} SIM_SEED={self.seed} "
+            "python -m pytest tests/sim -k test_replay -s"
         )
 
     def describe(self) -> str:

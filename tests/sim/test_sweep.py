@@ -2,7 +2,7 @@
 
 ``SIM_SEEDS`` sets the seeds per profile (default below), ``SIM_FIRST_SEED`` the first one
 (CI may move it on to see new seeds). A failure lists its seeds and the line that replays
-each exactly; ``SIM_PROFILE=<p> SIM_SEED=<n> pytest tests/sim -k replay`` is that replay.
+each exactly; ``SIM_PROFILE=<p> SIM_SEED=<n> pytest tests/sim -k test_replay`` is that replay.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from twisted.logger import formatEvent, globalLogPublisher
 
-from .run import run_seed, seed_count, sweep
-from .scenario import PROFILES
+from . import invariants
+from .run import Outcome, run_seed, seed_count, sweep
+from .scenario import PROFILES, make_plan
+from .world import World
 
 #: Seeds per profile by default: about 2,800 runs in all, some 30 s on one core.
 DEFAULT_SEEDS = 400
@@ -64,23 +67,57 @@ def test_sweep(profile: str) -> None:
 
 
 def test_replay() -> None:
-    """Replay one seed exactly: ``SIM_PROFILE=outages SIM_SEED=17 pytest tests/sim -k replay``."""
+    """Replay one seed exactly and show it:
+    ``SIM_PROFILE=outages SIM_SEED=17 pytest tests/sim -k test_replay -s``; with
+    ``SIM_LOG=1`` the nodes' log lines too (simulated times)."""
     seed = os.environ.get("SIM_SEED")
     if seed is None:
         pytest.skip("set SIM_SEED (and SIM_PROFILE, default calm) to replay a seed")
-    outcome = run_seed(os.environ.get("SIM_PROFILE", "calm"), int(seed))
+    profile = os.environ.get("SIM_PROFILE", "calm")
+    world = World(make_plan(profile, int(seed)))
+
+    def show(event: dict) -> None:
+        where = event.get("log_namespace", "").rsplit(".", 1)[-1]
+        print(f"  t={world.clock.seconds():.4f} {where}: {formatEvent(event)}")
+
+    logging = bool(os.environ.get("SIM_LOG"))
+    if logging:
+        globalLogPublisher.addObserver(show)
+    try:
+        report = world.run()
+    finally:
+        if logging:
+            globalLogPublisher.removeObserver(show)
+    outcome = Outcome(profile, int(seed), invariants.check(report), report)
     report = outcome.report
-    print(f"plan: {report.plan}")
+    plan = report.plan
+    print(
+        f"\n{profile} seed {seed}: sources {plan.sources}, sinks {plan.sinks}, "
+        f"brokers {plan.brokers}, {plan.faults}"
+    )
+    print(
+        f"  windows { ({n: p.window for n, p in plan.params.items()}) }, "
+        f"skew { ({n: round(s, 1) for n, s in plan.skew.items()}) }"
+    )
+    for event in plan.events:
+        print(f"  t={event.at:.2f} {event.kind} {event.node} {event.detail} {event.duration:.2f}s")
+    for name, process in report.processes.items():
+        print(
+            f"  {name}: connects {[round(t, 2) for t in process.connects]}, "
+            f"deaths {[round(t, 2) for t in process.deaths]}"
+        )
     print(f"ended at t={report.end_time:.2f}, quiet={report.quiet}, broker {report.stats}")
     for record in report.clients:
-        app = record.app
+        app, c = record.app, record.plan
         targets = [
-            (len(t.received), t.end and t.end.value) for t in report.targets.get(record.key, [])
+            (len(t.received), t.written, t.end and t.end.value)
+            for t in report.targets.get(record.key, [])
         ]
         print(
-            f"  client{record.plan.index} {record.key}: sent {app.written}, got "
-            f"{len(app.received)}, eof={app.eof}, end={app.end and app.end.value}, "
-            f"targets (got, end)={targets}"
+            f"  client{c.index} at t={c.at:.2f} {record.key} {'direct' if c.direct else 'fwd'}"
+            f" {c.client.ending.value}/{c.target.ending.value}: wrote {app.written}, got "
+            f"{len(app.received)}, eof={app.eof}, end={app.end and app.end.value}"
+            f"@{app.end_time or 0:.2f}; targets (got, wrote, end)={targets}"
         )
     assert outcome.ok, outcome.describe()
 

@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from . import adapter
 from .apps import Ending, Endpoint, Script
 from .broker import Hub, Link
-from .net import READ_SIZE, ProcessClock, SimTransport, address, socket_pair
+from .net import HIGH_WATER, READ_SIZE, ProcessClock, SimTransport, address, socket_pair
 from .scenario import CLUSTER, TOPIC, ClientPlan, Event, Plan
 
 #: How often (simulated seconds) the memory bounds are sampled.
@@ -51,7 +51,8 @@ class Process:
         self.node = None
         self.clock: ProcessClock | None = None
         self.link: Link | None = None
-        self.sockets: list[SimTransport] = []  # our ends of local sockets
+        self.sockets: list[SimTransport] = []  # our ends of local sockets (this life)
+        self.all_sockets: list[SimTransport] = []  # and of every life, for the bounds
         self.direct: list[Endpoint] = []  # endpoints running inside this process
         self.connects: list[float] = []  # world times of channel_ready
         self.deaths: list[float] = []  # world times of crashes
@@ -132,6 +133,7 @@ class Process:
             relay = factory.buildProtocol(there)
             relay_end.protocol = relay
             self.sockets.append(relay_end)
+            self.all_sockets.append(relay_end)
             relay.makeConnection(relay_end)
             key = adapter.relay_stream_key(relay)
             record = world.by_key.get(key) if key is not None else None
@@ -219,6 +221,7 @@ class World:
             relay = factory.buildProtocol(here)
             relay_end.protocol = relay
             process.sockets.append(relay_end)
+            process.all_sockets.append(relay_end)
             relay.makeConnection(relay_end)
             key = adapter.relay_stream_key(relay)
             record.key = None if key is None else (plan.source, key[1])
@@ -295,6 +298,25 @@ class World:
             self.quiet = True
         self.later(BOUNDS_EVERY, self.check_bounds)
 
+    def check_buffers(self) -> None:
+        """What a slow reader made pile up: at most about one window (the largest in the
+        run: a receiver grants its own), never one more per reconnect."""
+        window = max(p.window for p in self.plan.params.values())
+        limit = window + HIGH_WATER + READ_SIZE + 4096
+        for process in self.processes.values():
+            for sock in process.all_sockets:
+                if sock.peak > limit and len(self.bounds) < KEEP:
+                    self.bounds.append(
+                        f"{process.name}: {sock.peak} bytes queued toward a slow local "
+                        f"socket {sock.getPeer().host}:{sock.getPeer().port} > bound {limit}"
+                    )
+        for app in self.all_apps:
+            if app.peak_unread > limit and len(self.bounds) < KEEP:
+                self.bounds.append(
+                    f"{app.label}: {app.peak_unread} bytes arrived while it did not read "
+                    f"> bound {limit}"
+                )
+
     def settled(self) -> bool:
         """Every process up and connected, every app ended, no stream left anywhere."""
         for process in self.processes.values():
@@ -339,6 +361,7 @@ class World:
             except Exception:
                 if len(self.errors) < KEEP:
                     self.errors.append(traceback.format_exc(limit=6))
+        self.check_buffers()
         apps_live = [a.label for a in self.all_apps if a.live]
         return Report(
             plan,
