@@ -83,7 +83,7 @@ def script(
     pauses: tuple[tuple[float, float], ...] = ()
     if pause and rng.random() < pause:
         pauses = tuple(
-            (rng.uniform(0.0, 3.0), rng.uniform(0.1, 3.0)) for _ in range(rng.randint(1, 2))
+            (rng.uniform(0.0, 1.0), rng.uniform(0.1, 3.0)) for _ in range(rng.randint(1, 2))
         )
     return Script(
         payload=rng.randbytes(size),
@@ -143,7 +143,7 @@ def make_plan(profile: str, seed: int) -> Plan:
             target_end = rng.choices(
                 (Ending.EOF, Ending.CLOSE_AFTER_EOF, Ending.CLOSE), weights=(4, 4, 2)
             )[0]
-        client = script(rng, size_for(rng, small), client_end, pause=0.3)
+        client = script(rng, size_for(rng, small), client_end, pause=0.4)
         if client_end is Ending.HOLD:  # a kept-alive connection, idle after its exchange
             client.hold_until = rng.uniform(1.0, 12.0)
         plan.clients.append(
@@ -157,7 +157,7 @@ def make_plan(profile: str, seed: int) -> Plan:
                 direct=rng.random() < 0.3,
                 host=f"t{i}.example",
                 client=client,
-                target=script(rng, size_for(rng, small), target_end, pause=0.3),
+                target=script(rng, size_for(rng, small), target_end, pause=0.4),
             )
         )
     grace = params[nodes[0]].grace

@@ -28,18 +28,20 @@ DEFAULT_SEEDS = 400
 #: each stays in CI as an expected failure until the new protocol passes it.
 ON_MAIN = {
     "calm": "issue 13 item 7: a new stream after an idle spell expires at once (stale "
-    "last-heard), and the expiry reaches the other end as a clean close",
-    "outages": "issue 13 item 2: a stream cut short by an outage ends in a clean FIN "
-    "(CLOSE leaves the outbox when sent; relay aborts use loseConnection)",
-    "restarts": "issue 13 items 1-2: a restarted peer's streams end cleanly with bytes "
-    "missing; a sink stream whose source restarted is never ended",
-    "strangers": "issue 13 item 6: one forged PING with a made-up incarnation resets a "
-    "node's streams; forged OPENs' streams linger",
-    "sealed": "issue 13 items 1 and 5: after a restart a replayed or resent OPEN reaches "
-    "the target a second time",
-    "windows": "issue 13 item 3: different windows on the two ends deadlock a stream",
-    "harsh": "issue 13: no retransmission timer, so arbitrary loss stalls streams; OPENs "
-    "repeat after restarts",
+    "last-heard); the expiry reaches the far end as a clean close",
+    "outages": "issue 13 item 2: a CLOSE sent during an outage is lost (the outbox is "
+    "cleared when it is sent), so the stream is reset or never ends; expiries and failed "
+    "opens reach a forward's client as a FIN",
+    "restarts": "issue 13 items 1-2: streams of a restarted peer end in a FIN with bytes "
+    "missing; a sink stream whose source died after sending only OPEN never ends",
+    "strangers": "issue 13 item 6: a forged PING or RESET with a made-up incarnation is "
+    "taken for a restart and resets streams; their far ends are never told",
+    "sealed": "issue 13 item 5: a sealed OPEN replayed after the sink restarts reaches the "
+    "target again; item 8: resync grants credit to a paused reader",
+    "windows": "issue 13 item 3: different windows deadlock a stream, and the sender "
+    "overfills the smaller window",
+    "harsh": "issue 13: no retransmission timer (a lost message stalls a stream), OPENs "
+    "executed twice after restarts, truncation reaching clients as FIN",
 }
 
 
