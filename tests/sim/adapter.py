@@ -107,7 +107,7 @@ def new_node(
 class _Endpoint:
     """What ``Sink`` connects through: the world decides when and whether it connects."""
 
-    def __init__(self, connect: Callable[[str, int, Any], Deferred], host: str, port: int):
+    def __init__(self, connect: Callable[[str, int, Any], Deferred], host: str, port: int) -> None:
         self._connect, self.host, self.port = connect, host, port
 
     def connect(self, factory: Any) -> Deferred:

@@ -11,6 +11,7 @@ and whether the end was its own, clean (FIN / ``ConnectionDone``) or a reset.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -148,7 +149,7 @@ class Endpoint(Protocol):
 
     # -- the script ----------------------------------------------------------------------
 
-    def _later(self, delay: float, f, *args) -> None:
+    def _later(self, delay: float, f: Callable[..., object], *args: object) -> None:
         if f is self._write_some:
             self._timer = self.clock.callLater(delay, f, *args)
         else:

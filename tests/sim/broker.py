@@ -12,7 +12,7 @@ on a connection that drops. ``harsh`` adds arbitrary loss and reordering anywher
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from stompest.protocol import StompFrame
@@ -53,7 +53,7 @@ class Link:
     def broker(self) -> str:
         return f"broker{self.index}:61613"
 
-    def send_parts(self, parts) -> None:
+    def send_parts(self, parts: Sequence[bytes]) -> None:
         self.send_bytes(b"".join(parts))
 
     def send_bytes(self, data: bytes) -> None:

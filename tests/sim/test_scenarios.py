@@ -8,6 +8,7 @@ the item they reproduce.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from stompest.protocol import StompFrame
@@ -99,7 +100,7 @@ def test_1_sink_restart_after_a_small_request_does_not_repeat_it() -> None:
     assert not invariants.check(report), violations(report)
 
 
-def crash_broker_when(world: World, condition, down_for: float = 0.5) -> None:
+def crash_broker_when(world: World, condition: Callable[[], bool], down_for: float = 0.5) -> None:
     """Crash broker 0 (everyone reconnects after ``down_for``) the moment ``condition()``."""
 
     def poll() -> None:

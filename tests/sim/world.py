@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
@@ -20,6 +22,9 @@ from .apps import Ending, Endpoint, Script
 from .broker import Hub, Link
 from .net import HIGH_WATER, READ_SIZE, ProcessClock, SimTransport, address, socket_pair
 from .scenario import CLUSTER, TOPIC, ClientPlan, Event, Plan
+
+if TYPE_CHECKING:
+    from socketeer.tunnel.node import Node
 
 #: How often (simulated seconds) the memory bounds are sampled.
 BOUNDS_EVERY = 0.25
@@ -48,7 +53,7 @@ class Process:
         self.params = world.plan.params[name]
         self.generation = 0
         self.alive = False
-        self.node = None
+        self.node: Node | None = None
         self.clock: ProcessClock | None = None
         self.link: Link | None = None
         self.sockets: list[SimTransport] = []  # our ends of local sockets (this life)
@@ -115,7 +120,7 @@ class Process:
 
     # -- a sink's outbound connections ---------------------------------------------------
 
-    def _connect_target(self, host: str, port: int, factory) -> Deferred:
+    def _connect_target(self, host: str, port: int, factory: Any) -> Deferred:
         d: Deferred = Deferred()
         world = self.world
         generation = self.generation
@@ -188,10 +193,10 @@ class World:
         self.quiet = False
         self.faults_over = max([plan.fault_time] + [e.at + e.duration + 1.0 for e in plan.events])
 
-    def later(self, delay: float, f, *args) -> None:
+    def later(self, delay: float, f: Callable[..., object], *args: object) -> None:
         self.clock.callLater(delay, f, *args)
 
-    def deliver(self, process: Process, node, frame) -> None:
+    def deliver(self, process: Process, node: Node, frame: Any) -> None:
         """A MESSAGE for ``node`` (the node of the connection it was subscribed on)."""
         if process.alive and process.node is node:
             adapter.deliver(node, frame)
