@@ -90,6 +90,8 @@ RETRY_MAX = 4.0
 SERVED_RESOLVES = 4096
 #: Lookups a sink runs at once; beyond, a RESOLVE is answered with an error at once.
 MAX_LOOKUPS = 256
+#: The smallest window a peer may announce (a smaller one is refused as malformed).
+MIN_PEER_WINDOW = 1024
 #: Seconds between HELLOs to one peer that has not answered.
 HELLO_INTERVAL = 1.0
 #: Retransmission timeout: a stream whose oldest unacknowledged message is older than this
@@ -594,12 +596,7 @@ class Node:
             self._send(MsgType.HELLO, peer, "", 0, self._hello_body())
 
     def _peer_window(self, env: Envelope) -> int | None:
-        try:
-            window = int(env.params().get("w", ""))
-        except (ValueError, EnvelopeError):
-            return None
-        low, high = WINDOW_RANGE
-        return window if low <= window <= high else None
+        return self._window_in(env.body)
 
     def _on_hello(self, env: Envelope, *, answer: bool) -> None:
         """A HELLO (``answer``: reply HELLO_OK) or a HELLO_OK from ``env.source``."""
@@ -777,8 +774,8 @@ class Node:
             window = int(decode_params(body).get("w", ""))
         except (ValueError, EnvelopeError):
             return None
-        low, high = WINDOW_RANGE
-        return window if low <= window <= high else None
+        # Not the configuration's range: an embedding (or a test) may run small windows.
+        return window if MIN_PEER_WINDOW <= window <= WINDOW_RANGE[1] else None
 
     def _key_refusal(self, peer: str, error: NoiseError) -> None:
         """Count (and, rate-limited by the sealer's rule, log) a refused handshake or frame."""
@@ -887,12 +884,18 @@ class Node:
                 self._hello(peer)
                 continue
             rto = self._rto(peer)
+            probe = self.peers.grace / 2
             for stream in streams:
                 if stream.phase is Phase.CLOSING and now - stream.closing_since > self.peers.grace:
                     stream.abort()  # a peer that never acknowledges our CLOSE: let it go
                 elif stream.unacknowledged and now - stream.progress > rto:
                     self.stats.retransmits += 1
                     stream.progress = now
+                    stream.resync()
+                elif min(now - stream.last_rx, now - stream.probed) > probe:
+                    # Quiet for long: ask the peer about it. A peer that lost it (its RESET
+                    # to us lost too) answers RESET; one that has it, its position.
+                    stream.probed = now
                     stream.resync()
         for key in list(self._waiting):
             self._hello(key[0])
@@ -1023,18 +1026,29 @@ class Node:
                 env.incarnation,
             )
         elif kind is not MsgType.RESET and (kind is not MsgType.ACK or _is_resync(env)):
-            # A stream we do not know (ended, or never ours): tell the peer so it stops.
             self.stats.unknown_stream += 1
+            counter = self._peer_stream_counter(env)
+            if counter is not None and not self.peers.opened(env.source, counter):
+                return  # its OPEN has not arrived (lost in an outage): it will be resent
+            # A stream that ended here (or was never ours): tell the peer so it stops.
             self._send(MsgType.RESET, env.source, env.resource, 0, b"", env.incarnation)
+
+    @staticmethod
+    def _peer_stream_counter(env: Envelope) -> int | None:
+        """The counter of a stream id the peer made (``<its incarnation>-<n>``), else None."""
+        prefix, _, counter = env.resource.rpartition("-")
+        if prefix != env.incarnation or not counter.isdigit() or len(counter) > 18:
+            return None
+        return int(counter)
 
     def _open_received(self, env: Envelope) -> None:
         """An OPEN of a stream we do not have: run it once, whatever is resent."""
-        prefix, _, counter = env.resource.rpartition("-")
-        if prefix != env.incarnation or not counter.isdigit() or len(counter) > 18:
+        counter = self._peer_stream_counter(env)
+        if counter is None:
             self.stats.malformed += 1
             self._send(MsgType.RESET, env.source, env.resource, 0, b"", env.incarnation)
             return
-        if not self.peers.first_open(env.source, int(counter)):
+        if not self.peers.first_open(env.source, counter):
             # Opened here before (and ended), or too old to tell: never a second connection.
             self.stats.repeated_opens += 1
             self._send(MsgType.RESET, env.source, env.resource, 0, b"", env.incarnation)

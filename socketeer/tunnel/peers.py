@@ -44,6 +44,13 @@ class SeenCounters:
     highest: int = 0
     seen: int = 0  # bit i set: counter (highest - i) arrived
 
+    def seen_or_old(self, n: int) -> bool:
+        """Whether ``n`` arrived already, or is too old to tell (without marking it)."""
+        if n > self.highest:
+            return False
+        offset = self.highest - n
+        return offset >= self.size or bool((self.seen >> offset) & 1)
+
     def first(self, n: int) -> bool:
         """Mark ``n``; True if it is new (never seen, and not too old to tell)."""
         if n > self.highest:
@@ -211,6 +218,11 @@ class PeerTable:
             return False
         peer.hello_sent = now
         return True
+
+    def opened(self, name: str, counter: int) -> bool:
+        """Whether stream ``counter`` of ``name`` was opened here (or is too old to tell)."""
+        peer = self._peers.get(name)
+        return peer is None or not peer.session or peer.opens.seen_or_old(counter)
 
     def first_open(self, name: str, counter: int) -> bool:
         """Mark stream ``counter`` of our session with ``name`` opened; False if it was (or

@@ -147,8 +147,9 @@ class SessionKeys:
         held[:] = [k for k in held if k.sid != keys.sid]
         held.append(keys)
         if len(held) > MAX_TRANSPORTS:
-            # The oldest unconfirmed one goes first (a replayed first message), else the oldest.
-            for i, k in enumerate(held):
+            # Never the new one: the oldest unconfirmed other (a replayed first message, a
+            # handshake that crossed ours) goes first, else the oldest.
+            for i, k in enumerate(held[:-1]):
                 if not k.transport.confirmed:
                     del held[i]
                     break

@@ -194,6 +194,9 @@ class Stream:
         self.final_rx_seq: int | None = None
         #: When the stream became CLOSING.
         self.closing_since = 0.0
+        #: When the peer last sent on this stream, and when we last asked it about the stream.
+        self.last_rx = self.started
+        self.probed = self.started
 
     @property
     def key(self) -> tuple[str, str]:
@@ -473,6 +476,7 @@ class Stream:
         if self._phase is Phase.CLOSED:
             return
         self._heard = True
+        self.last_rx = self.host.seconds()
         kind = env.type
         if kind is MsgType.ACK:
             self._receive_ack(env)

@@ -22,6 +22,7 @@ from socketeer.sink.connect import Sink
 from socketeer.source.forward import FixedForwardFactory
 from socketeer.tunnel.node import ChannelLink, Node
 from socketeer.tunnel.relay import SocketRelay
+from socketeer.tunnel.sessions import SessionKeys
 from socketeer.tunnel.stream import Stream
 from socketeer.wire.envelope import (
     BROADCAST,
@@ -32,6 +33,7 @@ from socketeer.wire.envelope import (
     encode_send,
     node_destination,
 )
+from socketeer.wire.noise import codekey_psk
 from socketeer.wire.seal import Sealer
 
 __all__ = [
@@ -100,6 +102,14 @@ def new_node(
         sealer=sealer,
         channel_wait=params.channel_wait,
     )
+    if params.codekey is not None:  # as app.session_keys: sessions by a Noise handshake
+        node.keys = SessionKeys(
+            topic,
+            cluster,
+            name,
+            incarnation,
+            psk=codekey_psk(params.codekey, topic, cluster),
+        )
     node.start()
     return node
 
@@ -210,6 +220,8 @@ def map_sizes(node: Node) -> dict[str, int]:
         "peers": len(node.peers),
         "streams": len(node.streams),
         "ended_ids": len(node.streams._ended),
+        "stale_told": len(node._told_stale),
+        "initiated": len(node._initiated),
     }
 
 
@@ -217,7 +229,7 @@ def rogue_data(node: Node, peer: str, resource: str, data: bytes) -> None:
     """Send ``data`` on a stream as DATA, ignoring the window (a misbehaving peer)."""
     stream: Stream = node.streams[(peer, resource)]
     stream.sent += len(data)
-    stream.send(MsgType.DATA, data)
+    stream._send_now(MsgType.DATA, data)  # past the stream's own window check
 
 
 def forged_frame(
@@ -230,9 +242,11 @@ def forged_frame(
     incarnation: str,
     seq: int,
     timestamp_ms: int,
+    peer_incarnation: str = "",
 ) -> bytes:
     """A SEND frame a stranger on the broker publishes: ``kind`` in FORGEABLE, a made-up
-    incarnation, unsealed (a stranger has no codekey)."""
+    incarnation, unsealed (a stranger has no codekey); ``peer_incarnation``: the receiver's
+    real one, which a stranger reading the broker's traffic sees in clear."""
     msg = {"ping": MsgType.PING, "reset": MsgType.RESET, "open": MsgType.OPEN}[kind]
     body = b""
     if msg is MsgType.PING:
@@ -241,7 +255,16 @@ def forged_frame(
     elif msg is MsgType.OPEN:
         body = encode_params({"host": "forged", "port": 80, "type": 0})
     env = Envelope(
-        msg, cluster, source, destination, resource, seq, timestamp_ms, incarnation, body
+        msg,
+        cluster,
+        source,
+        destination,
+        resource,
+        seq,
+        timestamp_ms,
+        incarnation,
+        body,
+        "" if msg is MsgType.PING else peer_incarnation,
     )
     return encode_send(topic, env)
 

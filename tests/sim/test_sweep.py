@@ -26,35 +26,10 @@ DEFAULT_SEEDS = 400
 
 #: Profiles that fail on the main branch before issue 13 (see the reasons); the sweep of
 #: each stays in CI as an expected failure until the new protocol passes it.
-ON_MAIN = {
-    "calm": "issue 13 item 7: a new stream after an idle spell expires at once (stale "
-    "last-heard); the expiry reaches the far end as a clean close",
-    "outages": "issue 13 item 2: a CLOSE sent during an outage is lost (the outbox is "
-    "cleared when it is sent), so the stream is reset or never ends; expiries and failed "
-    "opens reach a forward's client as a FIN",
-    "restarts": "issue 13 items 1-2: streams of a restarted peer end in a FIN with bytes "
-    "missing; a sink stream whose source died after sending only OPEN never ends",
-    "strangers": "issue 13 item 6: a forged PING or RESET with a made-up incarnation is "
-    "taken for a restart and resets streams; their far ends are never told",
-    "sealed": "issue 13 item 5: a sealed OPEN replayed after the sink restarts reaches the "
-    "target again; item 8: resync grants credit to a paused reader",
-    "windows": "issue 13 item 3: different windows deadlock a stream, and the sender "
-    "overfills the smaller window",
-    "harsh": "issue 13: no retransmission timer (a lost message stalls a stream), OPENs "
-    "executed twice after restarts, truncation reaching clients as FIN",
-}
-
-
-def _profile_params():
-    for profile in PROFILES:
-        marks = []
-        if profile in ON_MAIN:
-            marks.append(pytest.mark.xfail(reason=ON_MAIN[profile], strict=False))
-        yield pytest.param(profile, marks=marks, id=profile)
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("profile", list(_profile_params()))
+@pytest.mark.parametrize("profile", PROFILES)
 def test_sweep(profile: str) -> None:
     count = seed_count(DEFAULT_SEEDS)
     first = int(os.environ.get("SIM_FIRST_SEED", "0"))

@@ -276,6 +276,8 @@ class World:
             f"made{event.index:x}",
             1,
             now_ms,
+            # Half the forgeries name the receiver's real incarnation, read off the broker.
+            getattr(self.processes[destination].node, "incarnation", "") if event.index % 2 else "",
         )
         self.hub.inject(data, event.index % self.plan.brokers)
 
