@@ -23,6 +23,7 @@ from socketeer.tunnel.relay import SocketRelay
 from socketeer.wire.envelope import Envelope, MsgType
 
 from support.relay import Link
+from support.sessions import hello_ok
 
 
 class Root:
@@ -40,9 +41,12 @@ def busy_node(clock: Clock) -> Node:
     link = Link()
     link.broker = "127.0.0.1:61613"
     node.channel_ready(link)
+    hello_ok(node)
     stream = node.open_stream("si", "example.org", 80, client="127.0.0.1:4000")
     SocketRelay(lambda relay: stream).makeConnection(StringTransport())
-    node.envelope_received(Envelope(MsgType.OPEN_OK, "c", "si", "so", stream.resource, 0, 0, "p1"))
+    node.envelope_received(
+        Envelope(MsgType.OPEN_OK, "c", "si", "so", stream.resource, 0, 0, "p1", b"", "me")
+    )
     stream.write(b"x" * 10)
     clock.advance(2)
     node.stats.denied["blacklist b"] += 2
@@ -114,7 +118,7 @@ def test_status_json_of_a_node():
                     "streams_expired": 0,
                     "bytes_out": 10,
                     "bytes_in": 0,
-                    "messages_out": 2,
+                    "messages_out": 4,  # HELLO, OPEN, the ACK of OPEN_OK, DATA
                     "messages_in": 0,
                 },
                 "denials": {"blacklist b": 2},
@@ -123,7 +127,7 @@ def test_status_json_of_a_node():
                     "channel-connects": 1,
                     "denied:blacklist b": 2,
                     "malformed": 1,
-                    "messages-out": 2,
+                    "messages-out": 4,
                     "open-failed:refused": 1,
                     "pongs": 4,
                     "seal-auth": 3,

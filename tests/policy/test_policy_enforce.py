@@ -25,6 +25,7 @@ from socketeer.wire.envelope import Envelope, MsgType, encode_params
 
 from support.properties import Properties, channel_url
 from support.relay import Link
+from support.sessions import handshake
 
 
 class Endpoint:
@@ -39,12 +40,13 @@ class Endpoint:
         return d
 
 
-def succeed(attempt) -> None:
+def succeed(attempt) -> StringTransport:
     address, port, factory, d = attempt
     proto = factory.buildProtocol(IPv4Address("TCP", address, port))
     transport = StringTransport(hostAddress=IPv4Address("TCP", "192.0.2.99", 40000))
     proto.makeConnection(transport)
     d.callback(proto)
+    return transport
 
 
 def policy(props: str) -> PolicyRef:
@@ -65,6 +67,8 @@ class Harness:
         self.node = Node("c", "si", "t", self.clock, incarnation="me")
         self.link = Link()
         self.node.channel_ready(self.link)
+        handshake(self.node, peer="so", inc="p1")  # the source's session
+        self.link.sent.clear()  # the handshake: only what the sink answers OPENs is checked
         self.answers = answers or {}
         self.lookups: list[str] = []
         self.pending: dict[str, defer.Deferred] = {}
@@ -93,16 +97,22 @@ class Harness:
         self.pending[name] = d
         return d
 
-    def open(self, host: str, port: int, resource: str = "r1") -> None:
+    def open(self, host: str, port: int, resource: str = "p1-1") -> None:
         body = encode_params({"host": host, "port": port, "type": 0})
         self.node.envelope_received(
-            Envelope(MsgType.OPEN, "c", "so", "si", resource, 0, 0, "p1", body)
+            Envelope(MsgType.OPEN, "c", "so", "si", resource, 0, 0, "p1", body, "me")
         )
 
-    def close(self, resource: str = "r1") -> None:
+    def send(self, kind: MsgType, seq: int, body: bytes = b"", resource: str = "p1-1") -> None:
         self.node.envelope_received(
-            Envelope(MsgType.CLOSE, "c", "so", "si", resource, 1, 0, "p1", b"")
+            Envelope(kind, "c", "so", "si", resource, seq, 0, "p1", body, "me")
         )
+
+    def close(self, resource: str = "p1-1") -> None:
+        self.send(MsgType.CLOSE, 1, resource=resource)
+
+    def reset(self, resource: str = "p1-1") -> None:
+        self.send(MsgType.RESET, 0, resource=resource)
 
 
 LOCAL = "socketeer.sourcesink.si.blacklist=local\nsocketeer.blacklist.local.host=127.0.0.1\n"
@@ -143,7 +153,7 @@ def test_the_sink_connects_to_the_addresses_it_checked_in_order() -> None:
     assert [a[:2] for a in h.attempts] == [("192.0.2.7", 443), ("192.0.2.8", 443)]
     succeed(h.attempts[1])
     assert h.link.answers() == [(MsgType.OPEN_OK, {"host": "192.0.2.99", "port": "40000"})]
-    assert h.node.streams[("so", "r1")].phase is Phase.OPEN
+    assert h.node.streams[("so", "p1-1")].phase is Phase.OPEN
     assert h.lookups == ["ok.example"]  # never a second lookup: nothing to rebind
     assert h.by_name == []
 
@@ -162,7 +172,7 @@ def test_an_address_literal_is_connected_in_its_canonical_form() -> None:
         "socketeer.sourcesink.si.whitelist=local\nsocketeer.whitelist.local.host=localhost\n"
     )
     h.open("0x7f000001", 8080)
-    h.open("::ffff:127.0.0.2", 8080, "r2")
+    h.open("::ffff:127.0.0.2", 8080, "p1-2")
     assert h.lookups == []
     assert [a[:2] for a in h.attempts] == [("127.0.0.1", 8080), ("127.0.0.2", 8080)]
 
@@ -171,7 +181,7 @@ def test_a_whitelist_needs_the_name_or_all_addresses() -> None:
     props = "socketeer.sourcesink.si.whitelist=lan\nsocketeer.whitelist.lan.host=10.0.0.0/8\n"
     h = Harness(props, {"in.example": ["10.0.0.1"], "mixed.example": ["10.0.0.1", "192.0.2.1"]})
     h.open("in.example", 80)
-    h.open("mixed.example", 80, "r2")
+    h.open("mixed.example", 80, "p1-2")
     assert [a[:2] for a in h.attempts] == [("10.0.0.1", 80)]
     assert h.link.answers() == [
         (MsgType.OPEN_FAIL, {"reason": "denied", "message": "by the policy of node si"})
@@ -199,10 +209,26 @@ def test_timeout_while_connecting_tries_no_other_address() -> None:
 def test_the_source_giving_up_stops_the_lookup() -> None:
     h = Harness(LOCAL)
     h.open("slow.example", 80)
-    h.close()
+    h.reset()  # the source's open timed out (or its client was reset): RESET
     assert h.pending["slow.example"].called
     assert h.attempts == [] and h.link.answers() == []
     assert not h.clock.getDelayedCalls()
+    assert not h.node.streams
+
+
+def test_a_client_that_closed_while_the_sink_connects_still_gets_its_request_through() -> None:
+    h = Harness(LOCAL)
+    h.open("slow.example", 80)
+    h.send(MsgType.DATA, 1, b"GET / HTTP/1.0\r\n\r\n")
+    h.send(MsgType.CLOSE, 2)  # the client sent its request and left (a clean close)
+    assert not h.pending["slow.example"].called  # the lookup goes on
+    assert h.link.kinds()[-1] is MsgType.ACK  # the CLOSE is acknowledged at once
+    h.pending["slow.example"].callback(["192.0.2.7"])
+    transport = succeed(h.attempts[0])
+    assert transport.value() == b"GET / HTTP/1.0\r\n\r\n"  # the target got the request
+    assert transport.disconnecting  # and then the client's FIN
+    assert h.link.answers()[0][0] is MsgType.OPEN_OK
+    assert not h.node.streams and h.node.stats.streams_closed == 1
 
 
 def test_resolver_failure_is_name_not_found() -> None:
@@ -236,7 +262,7 @@ def test_a_maplist_alone_keeps_connecting_by_name() -> None:
     )
     h.open("db", 1)
     assert h.by_name == [("db.internal.example", 5432)]
-    assert h.node.streams[("so", "r1")].target == "db.internal.example:5432"
+    assert h.node.streams[("so", "p1-1")].target == "db.internal.example:5432"
 
 
 def test_no_policy_means_the_old_path() -> None:

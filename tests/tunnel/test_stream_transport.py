@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from socketeer.tunnel.reasons import OpenFailure
 from socketeer.tunnel.stream import Phase, Stream, StreamAddress
-from socketeer.wire.envelope import MsgType, decode_params, encode_params
+from socketeer.wire.envelope import MsgType, encode_params
 
 from support.streams import FakeHost, env
 
@@ -113,7 +113,7 @@ def test_peer_eof_is_read_connection_lost_and_writing_goes_on():
     assert proto.events == ["made", "read-closed"]
     assert stream.phase is not Phase.CLOSED
     stream.write(b"reply")
-    assert host.kinds() == [MsgType.DATA]
+    assert host.kinds() == [MsgType.ACK, MsgType.DATA]  # the EOF acknowledged at once
 
 
 def test_peer_eof_ends_a_protocol_that_cannot_half_close():
@@ -121,7 +121,9 @@ def test_peer_eof_ends_a_protocol_that_cannot_half_close():
     host, stream = attached(proto)
     stream.receive(env(MsgType.EOF, 0))
     assert proto.events == ["made", ("lost", ConnectionDone)]
-    assert host.kinds() == [MsgType.CLOSE]
+    assert host.kinds() == [MsgType.ACK, MsgType.CLOSE]
+    assert stream.phase is Phase.CLOSING  # until the peer acknowledges the CLOSE
+    stream.receive(env(MsgType.ACK, 0, encode_params({"n": 0, "s": 1})))
     assert stream.phase is Phase.CLOSED
 
 
@@ -144,9 +146,12 @@ def test_lose_connection_sends_close_and_reports_connection_lost_once():
     stream.loseConnection()
     assert host.kinds() == [MsgType.CLOSE]
     assert proto.events == ["made", ("lost", ConnectionDone)]
-    assert host.done == [stream]
+    assert stream.phase is Phase.CLOSING and host.done == []  # kept until acknowledged
     stream.write(b"after")
     assert host.kinds() == [MsgType.CLOSE]
+    stream.receive(env(MsgType.ACK, 0, encode_params({"n": 0, "s": 1})))
+    assert stream.phase is Phase.CLOSED and host.done == [stream]
+    assert proto.events == ["made", ("lost", ConnectionDone)]  # told once
 
 
 def test_peer_close_is_connection_lost():
@@ -154,8 +159,24 @@ def test_peer_close_is_connection_lost():
     host, stream = attached(proto)
     stream.receive(env(MsgType.CLOSE, 0))
     assert proto.events == ["made", ("lost", ConnectionDone)]
-    assert host.sent == []
-    assert stream.phase is Phase.CLOSED
+    assert host.sent == [(MsgType.ACK, 0, b"n=0&s=1")]  # acknowledged at once, nothing else
+    assert stream.phase is Phase.CLOSED and stream.final_rx_seq == 1
+
+
+def test_a_reset_is_connection_lost_with_a_dropped_reason():
+    proto = Recorder()
+    host, stream = attached(proto)
+    stream.receive(env(MsgType.RESET, 0))
+    assert proto.events == ["made", ("lost", ConnectionLost)]
+    assert host.sent == [] and stream.phase is Phase.CLOSED
+
+
+def test_abort_connection_resets_both_ends():
+    proto = Recorder()
+    host, stream = attached(proto)
+    stream.abortConnection()
+    assert host.sent == [(MsgType.RESET, 0, b"")]
+    assert proto.events == ["made", ("lost", ConnectionLost)]
 
 
 def test_a_failed_open_tells_the_waiter_then_the_protocol():
@@ -211,18 +232,27 @@ def test_pausing_the_stream_withholds_credit_until_resumed():
     stream.receive(env(MsgType.DATA, 0, b"a" * 600))
     assert proto.data == b"a" * 600  # already in flight: delivered, but not credited
     assert MsgType.ACK not in host.kinds()
+    host.clock.advance(1)  # the delayed ACK tells the sender what arrived, not more credit
+    assert host.acks() == [{"n": "0", "s": "1"}]
     stream.resumeProducing()
-    acks = [decode_params(b) for k, _, b in host.sent if k is MsgType.ACK]
-    assert acks == [{"n": "600", "s": "1"}]
+    assert host.acks()[1:] == [{"n": "600", "s": "1"}]
 
 
-@pytest.mark.parametrize("failed", [False, True])
-def test_attaching_to_an_ended_stream_reports_how_it_ended(failed: bool):
-    stream = Stream(FakeHost(), "peer", "r1", 1000)
-    if failed:
+@pytest.mark.parametrize("how", ["failed", "closed", "reset"])
+def test_attaching_to_an_ended_stream_reports_how_it_ended(how: str):
+    host = FakeHost()
+    stream = Stream(host, "peer", "r1", 1000)
+    if how == "failed":
         stream.fail(OpenFailure.REFUSED, "refused", notify_peer=False)
+    elif how == "reset":
+        stream.receive(env(MsgType.RESET, 0))
     else:
         stream.receive(env(MsgType.CLOSE, 0))
+        # A CLOSE waits for the protocol like the data before it (the target gets what the
+        # client sent before it left), acknowledged at once.
+        assert stream.phase is Phase.OPENING and host.acks() == [{"n": "0", "s": "1"}]
     proto = Recorder()
     stream.attach_protocol(proto)
-    assert proto.events == ["made", ("lost", ConnectionLost if failed else ConnectionDone)]
+    lost = ConnectionDone if how == "closed" else ConnectionLost
+    assert proto.events == ["made", ("lost", lost)]
+    assert stream.phase is Phase.CLOSED

@@ -13,6 +13,7 @@ from socketeer.wire.envelope import (
     EnvelopeError,
     MsgType,
     Route,
+    VersionError,
     cluster_destination,
     decode_params,
     encode_params,
@@ -38,13 +39,15 @@ names = st.from_regex(r"[A-Za-z0-9_\-]{1,12}", fullmatch=True)
     seq=st.integers(0, 2**63),
     ts=st.integers(0, 2**50),
     body=st.binary(max_size=300),
+    pinc=names | st.just(""),
 )
-def test_round_trip(kind, cluster, source, dest, resource, seq, ts, body):
-    env = Envelope(kind, cluster, source, dest, resource, seq, ts, "abc123", body)
+def test_round_trip(kind, cluster, source, dest, resource, seq, ts, body, pinc):
+    env = Envelope(kind, cluster, source, dest, resource, seq, ts, "abc123", body, pinc)
     frames = StompFrameParser("1.2").feed(encode_send("topic", env))
     assert len(frames) == 1
     frame = frames[0]
     assert frame.command == "SEND"
+    assert frame.headers["sk-v"] == "2" and frame.headers["sk-pinc"] == pinc
     expected = (
         cluster_destination("topic", cluster)
         if dest == "*"
@@ -102,13 +105,49 @@ def test_params_round_trip():
 )
 def test_malformed_frames_are_rejected(headers, problem):
     with pytest.raises(EnvelopeError, match=problem):
-        from_frame(StompFrame("MESSAGE", headers=headers))
+        from_frame(StompFrame("MESSAGE", headers={"sk-v": "2", **headers}))
+
+
+GOOD = {
+    "sk-type": "ping",
+    "sk-cluster": "c",
+    "sk-src": "a",
+    "sk-dst": "b",
+    "sk-seq": "0",
+    "sk-ts": "0",
+    "sk-v": "2",
+}
+
+
+def test_a_frame_of_another_wire_version_is_refused_naming_its_sender():
+    assert from_frame(StompFrame("MESSAGE", headers=GOOD)).type is MsgType.PING
+    v1 = {k: v for k, v in GOOD.items() if k != "sk-v"}
+    with pytest.raises(VersionError, match=r"wire version 1 \(no sk-v header\) from node 'a'"):
+        from_frame(StompFrame("MESSAGE", headers=v1))
+    with pytest.raises(VersionError, match="wire version '3'.* speaks version 2"):
+        from_frame(StompFrame("MESSAGE", headers={**GOOD, "sk-v": "3"}))
+
+
+@pytest.mark.parametrize("header", ["sk-inc", "sk-pinc"])
+def test_an_invalid_incarnation_is_refused(header: str):
+    with pytest.raises(EnvelopeError, match="invalid incarnation"):
+        from_frame(StompFrame("MESSAGE", headers={**GOOD, header: "a b"}))
 
 
 @given(
     st.dictionaries(
         st.sampled_from(
-            ["sk-type", "sk-cluster", "sk-src", "sk-dst", "sk-res", "sk-seq", "sk-ts", "sk-inc"]
+            [
+                "sk-type",
+                "sk-cluster",
+                "sk-src",
+                "sk-dst",
+                "sk-res",
+                "sk-seq",
+                "sk-ts",
+                "sk-inc",
+                "sk-pinc",
+            ]
         ),
         st.text(max_size=10),
     ),
@@ -116,7 +155,7 @@ def test_malformed_frames_are_rejected(headers, problem):
 )
 def test_arbitrary_headers_never_crash(headers, body):
     try:
-        from_frame(StompFrame("MESSAGE", headers=headers, body=body))
+        from_frame(StompFrame("MESSAGE", headers={"sk-v": "2", **headers}, body=body))
     except EnvelopeError:
         pass
 

@@ -24,8 +24,10 @@ from support.security import SecureRelay, raw_client
 NOW = 1_800_000_000.0
 
 
-def env(kind=MsgType.DATA, body=b"payload bytes", *, src="so", dst="si", res="inc1-7", seq=3):
-    return Envelope(kind, "c", src, dst, res, seq, int(NOW * 1000), "inc1", body)
+def env(
+    kind=MsgType.DATA, body=b"payload bytes", *, src="so", dst="si", res="inc1-7", seq=3, pinc="p9"
+):
+    return Envelope(kind, "c", src, dst, res, seq, int(NOW * 1000), "inc1", body, pinc)
 
 
 def frame_of(data: bytes):
@@ -53,7 +55,7 @@ def pair():
         env(),
         env(MsgType.OPEN, b"host=secret.example&port=22&type=0", seq=0),
         env(MsgType.ACK, b"n=5&s=2", seq=0),
-        env(MsgType.PING, b"t=1", dst="*", res=""),
+        env(MsgType.PING, b"t=1", dst="*", res="", pinc=""),
         env(MsgType.DATA, bytes(range(256)) * 300),
         env(MsgType.EOF, b""),
     ],
@@ -75,6 +77,8 @@ def test_only_routing_headers_are_clear(pair):
         b"sk-src",
         b"sk-dst",
         b"sk-inc",
+        b"sk-pinc",
+        b"sk-v",
         b"sk-seal",
         b"content-length",
     ]
@@ -96,6 +100,7 @@ def test_counters_never_repeat_and_epochs_differ():
         (b"sk-dst:si", b"sk-dst:sx"),  # redirect to another node
         (b"sk-src:so", b"sk-src:sx"),  # pass off as another sender
         (b"sk-inc:inc1", b"sk-inc:inc2"),
+        (b"sk-pinc:p9", b"sk-pinc:p8"),  # pass a message of one session off in another
         (b"/topic/t.c.si", b"/topic/t.c.sx"),  # destination header (the receiver checks sk-dst)
     ],
 )
@@ -182,10 +187,12 @@ def test_foreign_key_cluster_and_unsealed():
 @pytest.mark.parametrize(
     "old,new",
     [
-        (b"sk-seal:1.", b"sk-seal:2."),
-        (b"sk-seal:1.", b"sk-seal:1.zz"),
+        (b"sk-seal:2.", b"sk-seal:3."),
+        (b"sk-seal:2.", b"sk-seal:2.zz"),
         (b"sk-src:so", b"sk-src:s.o"),
         (b"sk-inc:inc1", b"sk-inc:in c1"),
+        (b"sk-pinc:p9", b"sk-pinc:p 9"),
+        (b"sk-v:2", b"sk-v:1"),  # a node of another wire version
         (b"sk-dst:si", b"sk-dst:s:i"),
     ],
 )
@@ -197,19 +204,23 @@ def test_malformed_seal_headers_are_envelope_errors(pair, old, new):
 
 
 def test_sealed_frame_is_byte_for_byte_the_known_answer():
-    """The sealed wire format is fixed: same codekey, epoch and message, same bytes."""
+    """The sealed wire format is fixed: same codekey, epoch and message, same bytes.
+
+    (Seal version 2, wire version 2: the receiver's incarnation is a clear header, and in the
+    authenticated data. The answer was taken from that implementation when it was made.)"""
     sender = Sealer("codekey", "c1", "topic")
     sender.epoch = "0123456789abcdef" * 2
     message = Envelope(
-        MsgType.DATA, "c1", "so", "si", "ab12-3", 7, 1_700_000_000_000, "inc1", b"payload"
+        MsgType.DATA, "c1", "so", "si", "ab12-3", 7, 1_700_000_000_000, "inc1", b"payload", "inc2"
     )
     data = sender.seal(message)
     assert data.startswith(
         b"SEND\ndestination:/topic/topic.c1.si\nsk-cluster:c1\nsk-src:so\nsk-dst:si\n"
-        b"sk-inc:inc1\nsk-seal:1.0123456789abcdef0123456789abcdef.1\ncontent-length:52\n\n"
+        b"sk-inc:inc1\nsk-pinc:inc2\nsk-v:2\n"
+        b"sk-seal:2.0123456789abcdef0123456789abcdef.1\ncontent-length:52\n\n"
     )
     assert hashlib.sha256(data).hexdigest() == (
-        "c3ebfa9c304120bc602865a2d15e61782e5ae8211e8d452e03ce91526fa14a6c"
+        "a295edc300c592492a8539585972eb30e4eef51850ae98e176e8e16dd6e4566e"
     )
     receiver = Sealer("codekey", "c1", "topic", max_age=0)
     assert receiver.open(frame_of(data), 0.0) == message
@@ -283,6 +294,16 @@ def test_node_seals_what_it_sends_and_opens_what_it_receives():
     link_a, link_b = RawLink(), RawLink()
     a.channel_ready(link_a)
     b.channel_ready(link_b)
+    # The session handshake is sealed too: a's HELLO, b's HELLO_OK.
+    (hello,) = link_a.sent
+    assert b"sk-type" not in hello and b"sk-seal" in hello
+    link_b.sent.clear()
+    b.frame_received(frame_of(hello))
+    (hello_ok,) = link_b.sent
+    a.frame_received(frame_of(hello_ok))
+    assert a.peers.confirmed("si") and a.peers.session("si") == b.incarnation
+    link_a.sent.clear()
+    link_b.sent.clear()
     a.ping("si")
     (data,) = link_a.sent
     assert b"sk-type" not in data and b"sk-seal" in data
@@ -303,6 +324,7 @@ def test_node_without_sealer_is_unchanged():
     node = Node("c", "so", "t", clock)
     link = RawLink()
     node.channel_ready(link)
+    link.sent.clear()  # the HELLO
     node.ping("si")
     (data,) = link.sent
     assert data.startswith(b"SEND\ndestination:/topic/t.c.si\nsk-type:ping\n")
@@ -350,7 +372,7 @@ async def test_broker_capture_shows_no_target_and_no_payload(codekey):
         else:
             for secret in secrets:
                 assert secret not in captured
-            assert b"sk-type" not in captured and b"sk-seal:1." in captured
+            assert b"sk-type" not in captured and b"sk-seal:2." in captured
             assert codekey.encode() not in captured
     finally:
         await relay.stop()
