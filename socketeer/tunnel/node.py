@@ -676,7 +676,14 @@ class Node:
         if env.peer_incarnation != self.incarnation or self.keys is not None:
             return
         session = self.peers.session(env.source)
-        if not session:
+        # It answers a message addressed to one incarnation of the peer (``was``): only if
+        # that is the one our session is with does it end it (a late answer about an
+        # incarnation we have already replaced must not end the new session).
+        try:
+            was = env.params().get("was", "")
+        except EnvelopeError:
+            return
+        if not session or was != session:
             return
         self.peers.end_session(env.source)
         self._end_session(env.source, session, f"node {env.source} lost our session")
@@ -749,7 +756,7 @@ class Node:
             keys = self.keys.receiver(clear.source, clear.incarnation, clear.sid)
         if keys is None:
             stats.stale_session += 1
-            self._tell_stale(clear.source, clear.incarnation)
+            self._tell_stale(clear.source, clear.incarnation, clear.peer_incarnation)
             return
         try:
             env = open_session_frame(self.topic, clear, body, keys.transport)
@@ -791,7 +798,9 @@ class Node:
                 problem=str(error),
             )
 
-    def _tell_stale(self, source: str, incarnation: str, kind: MsgType | None = None) -> None:
+    def _tell_stale(
+        self, source: str, incarnation: str, addressed: str, kind: MsgType | None = None
+    ) -> None:
         """Answer a message of a session we do not have (rate-limited): SESSION_RESET, or
         with keys (where an unauthenticated reset would be a forgery's tool) a HELLO, which
         makes the peer start a handshake with the incarnation we are now."""
@@ -809,7 +818,8 @@ class Node:
         if self.keys is not None:
             self._hello(source)
         else:
-            self._send(MsgType.SESSION_RESET, source, "", 0, b"", incarnation)
+            body = encode_params({"was": addressed})
+            self._send(MsgType.SESSION_RESET, source, "", 0, body, incarnation)
 
     # -- liveness ------------------------------------------------------------------------
 
@@ -995,7 +1005,7 @@ class Node:
             # Meant for an earlier life of ours, or from an incarnation of the peer we have
             # no session with (a late message of a dead one, or one that forgot us).
             self.stats.stale_session += 1
-            self._tell_stale(env.source, env.incarnation, env.type)
+            self._tell_stale(env.source, env.incarnation, env.peer_incarnation, env.type)
             return
         if env.type is MsgType.RESOLVE:
             if self._sink is not None:
@@ -1073,6 +1083,9 @@ class Node:
             )
             return
         self._sink.open(env)
+        stream = self._streams.get(env.key)
+        if stream is not None:
+            stream.acknowledge()  # the OPEN leaves the source's outbox (and stops its resends)
 
     def _node_message(self, env: Envelope) -> None:
         kind = env.type

@@ -35,8 +35,8 @@ arrived (``s``). ACKs go out at once after a control message and after data, onc
 window is delivered or after ``DELAYED_ACK`` seconds. Resynchronisation (the channel came
 back, or the node's retransmission timer found a stale outbox) is an ACK with ``r=1``: the
 peer drops what we have, resends from our ``s`` and answers with its own ``s`` (``r=2``), from
-which we resend. So a broker outage is a pause, not a reset, and nothing is sent twice that
-arrived once.
+which we resend. So a broker outage is a pause, not a reset, and what arrived is not sent again
+(but for the one round in which both ends resynchronise at once: the copies are dropped).
 
 Flow control, SSH-window style: the window is the smaller of the two nodes' (the session
 handshake tells each the other's). The sender never has more than a window of payload the
@@ -281,6 +281,11 @@ class Stream:
         if resync:
             params["r"] = resync
         self.host.send_stream_message(self, MsgType.ACK, 0, encode_params(params))
+
+    def acknowledge(self) -> None:
+        """Acknowledge what arrived so far, now (a sink, for the OPEN it is connecting for)."""
+        if self._phase is not Phase.CLOSED:
+            self._send_ack()
 
     def _schedule_ack(self) -> None:
         if self._ack_timer is None:

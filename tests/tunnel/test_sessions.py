@@ -75,7 +75,10 @@ def test_a_session_reset_ends_the_sessions_streams_with_an_rst_and_greets_again(
     node, clock, link = source()
     stream, transport = open_one(node)
     clock.advance(2)  # past the HELLO interval
-    node.envelope_received(from_peer(node, MsgType.SESSION_RESET, ""))
+    # It answers a message of ours addressed to p1, the incarnation our session is with.
+    node.envelope_received(
+        from_peer(node, MsgType.SESSION_RESET, "", body=encode_params({"was": "p1"}))
+    )
     assert stream.phase is Phase.CLOSED and transport.aborted
     assert node.stats.session_resets == 1 and node.peers.session("si") == ""
     assert link.sent[-1].type is MsgType.HELLO and link.sent[-1].destination == "si"
