@@ -614,14 +614,18 @@ class Node:
             self._send(MsgType.HELLO_OK, env.source, "", 0, self._hello_body(), env.incarnation)
             # Heard since our channel came up, so it names the peer's current incarnation;
             # our HELLO_OK reaches the peer before anything we send in the session.
-            self._session_up(env.source, env.incarnation, window, confirmed=True)
+            self._session_up(env.source, env.incarnation, window, confirmed=True, resync=True)
         elif env.peer_incarnation == self.incarnation:
             self._session_up(env.source, env.incarnation, window, confirmed=True)
 
-    def _session_up(self, peer: str, incarnation: str, window: int, *, confirmed: bool) -> None:
+    def _session_up(
+        self, peer: str, incarnation: str, window: int, *, confirmed: bool, resync: bool = False
+    ) -> None:
         """A handshake with ``peer`` (``incarnation``): end an older session's streams,
-        send what waited for this one, and (``confirmed``) resynchronise the others."""
-        was_confirmed = self.peers.confirmed(peer)
+        send what waited for this one, and resynchronise the others: when the session was
+        not confirmed since our channel came up, or (``resync``) when the peer greeted us,
+        having just come on its channel (it may have missed what we sent)."""
+        was_confirmed = self.peers.confirmed(peer) and not resync
         replaced = self.peers.set_session(
             peer, incarnation, window, self.clock.seconds(), confirmed=confirmed
         )
@@ -740,7 +744,7 @@ class Node:
             self.stats.malformed += 1
             return
         self._send(MsgType.HELLO_OK, env.source, "", 0, self._hello_body(), env.incarnation)
-        self._session_up(env.source, env.incarnation, window, confirmed=True)
+        self._session_up(env.source, env.incarnation, window, confirmed=True, resync=True)
 
     def _session_frame(self, clear: SessionFrame, body: bytes) -> None:
         """A frame sealed in a session: open it with that session's keys, or refuse it."""
@@ -998,10 +1002,14 @@ class Node:
         if not env.resource:
             self._node_message(env)
             return
-        if (
-            env.peer_incarnation != self.incarnation
-            or self.peers.session(env.source) != env.incarnation
-        ):
+        session = self.peers.session(env.source)
+        if env.peer_incarnation == self.incarnation and not session:
+            # The peer knows us (it had our HELLO) but we never had its HELLO_OK (lost in an
+            # outage of ours): greet it; its answer sets the session up and it resends.
+            self.stats.stale_session += 1
+            self._hello(env.source)
+            return
+        if env.peer_incarnation != self.incarnation or session != env.incarnation:
             # Meant for an earlier life of ours, or from an incarnation of the peer we have
             # no session with (a late message of a dead one, or one that forgot us).
             self.stats.stale_session += 1

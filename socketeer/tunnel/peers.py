@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from socketeer.config.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_PING_INTERVAL
@@ -34,6 +34,8 @@ MAX_PEERS = 4096
 #: Stream counters of a session a sink tells apart: an OPEN older than the newest by this
 #: many is refused (RESET), never run, since the sink can no longer tell if it ran.
 OPEN_WINDOW = 16384
+#: Peer incarnations whose opened stream counters are remembered (2 KiB each).
+MAX_OPEN_WINDOWS = 1024
 
 
 @dataclass
@@ -88,7 +90,6 @@ class _Peer:
     #: our HELLO since our channel last came up.
     session: str = ""
     window: int = 0
-    opens: SeenCounters = field(default_factory=SeenCounters)
     confirmed: bool = False
     hello_sent: float = float("-inf")
 
@@ -109,6 +110,10 @@ class PeerTable:
         self.max_peers = max_peers
         self._busy = busy
         self._peers: OrderedDict[str, _Peer] = OrderedDict()
+        #: Stream counters opened here, per peer incarnation (not per session: a session
+        #: set up again with the same incarnation, by a replayed HELLO say, must not make an
+        #: old OPEN new again).
+        self._opens: OrderedDict[tuple[str, str], SeenCounters] = OrderedDict()
 
     def _add(self, name: str, peer: _Peer) -> _Peer:
         peers = self._peers
@@ -186,8 +191,6 @@ class PeerTable:
         if peer is None:
             peer = self._add(name, _Peer(now, incarnation))
         old = peer.session
-        if old != incarnation:
-            peer.opens = SeenCounters()
         peer.session = peer.incarnation = incarnation
         peer.window = window
         peer.heard = now
@@ -201,7 +204,6 @@ class PeerTable:
         if peer is not None:
             peer.session = ""
             peer.confirmed = False
-            peer.opens = SeenCounters()
 
     def unconfirm_all(self) -> None:
         """Our channel went down: every session must be confirmed again by a handshake."""
@@ -222,13 +224,25 @@ class PeerTable:
     def opened(self, name: str, counter: int) -> bool:
         """Whether stream ``counter`` of ``name`` was opened here (or is too old to tell)."""
         peer = self._peers.get(name)
-        return peer is None or not peer.session or peer.opens.seen_or_old(counter)
+        if peer is None or not peer.session:
+            return True
+        seen = self._opens.get((name, peer.session))
+        return seen is not None and seen.seen_or_old(counter)
 
     def first_open(self, name: str, counter: int) -> bool:
         """Mark stream ``counter`` of our session with ``name`` opened; False if it was (or
         is too old to tell)."""
         peer = self._peers.get(name)
-        return peer is not None and bool(peer.session) and peer.opens.first(counter)
+        if peer is None or not peer.session:
+            return False
+        key = (name, peer.session)
+        seen = self._opens.get(key)
+        if seen is None:
+            seen = self._opens[key] = SeenCounters()
+            while len(self._opens) > MAX_OPEN_WINDOWS:
+                self._opens.popitem(last=False)
+        self._opens.move_to_end(key)
+        return seen.first(counter)
 
     def silence(self, name: str, now: float) -> float:
         """Seconds since ``name`` was last heard (0 for a peer never met)."""

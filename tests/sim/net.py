@@ -109,11 +109,11 @@ class SimTransport:
         if self._buffered > self.peak:
             self.peak = self._buffered
         self._schedule()
-        # A reader that keeps up never fills the kernel's buffers: only one that stopped
-        # reading pushes back on the writer.
+        # Full kernel buffers push back on the writer, as a real socket does, whether its
+        # reader has stopped or is only slower than the writer.
         if self._producer is not None and not self._producer_paused:
             other = self.other
-            if self._buffered > HIGH_WATER and other is not None and other.reading_paused:
+            if self._buffered > HIGH_WATER and other is not None:
                 self._producer_paused = True
                 self._producer.pauseProducing()
 
