@@ -510,6 +510,7 @@ class BrokerProtocol(protocol.Protocol):
                 f"from {self.address}",
             )
             return
+        self._last_received = self._clock.seconds()  # we were not reading meanwhile
         self._connected(version, login, client_beats)
         if self._reading_paused_for_login:
             self._reading_paused_for_login = False
