@@ -120,6 +120,8 @@ def _unavailable(reason: str) -> None:
 
 
 def ipv6_loopback() -> bool:
+    """Can we listen on ::1? (Containers often have no IPv6; stomp.py's IPv6 test then
+    cannot run.)"""
     try:
         with socket.socket(socket.AF_INET6) as s:
             s.bind(("::1", 0))
