@@ -5,6 +5,8 @@ PBKDF2 hashes with the default 200,000 iterations). Over real loopback sockets i
 
 * the time from sending RFC 1929 credentials to the ``01 01`` refusal, for a wrong password
   of a known user and for an unknown user (they should not differ: no user enumeration);
+  with ``--door broker``, from sending a STOMP CONNECT to the broker's ``ERROR`` (the broker
+  then has the hashed users, the nodes log in with a plain passcode, the proxy has none);
 * the round trip of 64-byte pings on an echo stream through the same process, idle and
   while ``--loggers`` threads send wrong logins as fast as they are answered (the hash
   must not freeze the other streams).
@@ -79,13 +81,33 @@ def login_time(port: int, user: str, password: str) -> tuple[float, bytes]:
         return time.perf_counter() - t0, answer
 
 
-def echo_stream(port: int, target: int) -> socket.socket:
+def stomp_login_time(port: int, user: str, password: str) -> tuple[float, bytes]:
+    """Seconds from sending a CONNECT to the broker's answer, and the answer's command."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        frame = f"CONNECT\naccept-version:1.2\nhost:b\nlogin:{user}\npasscode:{password}\n\n\0"
+        t0 = time.perf_counter()
+        s.sendall(frame.encode())
+        answer = b""
+        while b"\0" not in answer:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return time.perf_counter() - t0, answer.split(b"\n", 1)[0]
+
+
+def echo_stream(port: int, target: int, authenticate: bool = True) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.sendall(b"\x05\x01\x02" + auth_bytes("alice", PASSWORD))
+    if authenticate:
+        s.sendall(b"\x05\x01\x02" + auth_bytes("alice", PASSWORD))
+        greeting = b"\x05\x02\x01\x00"
+    else:
+        s.sendall(b"\x05\x01\x00")
+        greeting = b"\x05\x00"
     s.sendall(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + target.to_bytes(2, "big"))
-    answer = recv_exactly(s, 2 + 2 + 10)
-    if answer[:4] != b"\x05\x02\x01\x00" or answer[5] != 0:
+    answer = recv_exactly(s, len(greeting) + 10)
+    if answer[: len(greeting)] != greeting or answer[len(greeting) + 1] != 0:
         raise RuntimeError(f"echo stream not opened: {answer!r}")
     return s
 
@@ -126,7 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loggers", type=int, default=4, help="threads sending wrong logins")
     ap.add_argument("--root", type=Path, default=ROOT, help="the checkout to run")
     ap.add_argument("--json", type=Path, help="also write the summary here")
+    ap.add_argument(
+        "--door",
+        choices=("proxy", "broker"),
+        default="proxy",
+        help="whose logins: the SOCKS5 proxy's or the embedded broker's (STOMP CONNECT)",
+    )
     args = ap.parse_args(argv)
+    broker_door = args.door == "broker"
 
     sys.path.insert(0, str(args.root))
     from socketeer.passwords import hash_password
@@ -134,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="socketeer-logins-"))
     broker_port, proxy_port = free_port(), free_port()
     channel = f"stomp://127.0.0.1:{broker_port}/logins"
+    if broker_door:
+        channel += "?username=node&password=node-pass"
+    users = {"alice": hash_password(PASSWORD), "bob": hash_password("other-" + PASSWORD)}
     lines = [
         "socketeer.general.messagingserverenabled=true",
         f"socketeer.general.messagingserverport=tcp:{broker_port}:interface=127.0.0.1",
@@ -147,10 +179,25 @@ def main(argv: list[str] | None = None) -> int:
         f"socketeer.sourcesink.px.channel={channel}",
         f"socketeer.sourcesink.px.serverport=tcp:{proxy_port}:interface=127.0.0.1",
         "socketeer.sourcesink.px.peernode=si",
-        "socketeer.sourcesink.px.authorisation=staff",
-        f"socketeer.authorisation.staff.user.alice={hash_password(PASSWORD)}",
-        f"socketeer.authorisation.staff.user.bob={hash_password('other-' + PASSWORD)}",
     ]
+    if broker_door:
+        lines.append("socketeer.general.messagingserveruser.node=node-pass")
+        lines += [f"socketeer.general.messagingserveruser.{u}={h}" for u, h in users.items()]
+    else:
+        lines.append("socketeer.sourcesink.px.authorisation=staff")
+        lines += [f"socketeer.authorisation.staff.user.{u}={h}" for u, h in users.items()]
+    if broker_door:
+
+        def attempt(user: str, password: str) -> tuple[float, bytes]:
+            return stomp_login_time(broker_port, user, password)
+
+        refused = b"ERROR"
+    else:
+
+        def attempt(user: str, password: str) -> tuple[float, bytes]:
+            return login_time(proxy_port, user, password)
+
+        refused = b"\x01\x01"
     path = work / "logins.properties"
     path.write_text("\n".join(lines) + "\n")
     env = dict(os.environ)
@@ -164,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + 30
         while stream is None:
             try:
-                stream = echo_stream(proxy_port, echo.port)
+                stream = echo_stream(proxy_port, echo.port, authenticate=not broker_door)
             except (OSError, RuntimeError):
                 if time.monotonic() > deadline:
                     raise
@@ -173,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         known, unknown = [], []
         for i in range(args.attempts):
             for user, into in (("alice", known), ("mallory", unknown))[:: 1 if i % 2 else -1]:
-                seconds, answer = login_time(proxy_port, user, "wrong-" + PASSWORD)
-                assert answer == b"\x01\x01", answer
+                seconds, answer = attempt(user, "wrong-" + PASSWORD)
+                assert answer == refused, answer
                 into.append(seconds)
 
         idle = rtts(stream, args.seconds)
@@ -183,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def hammer(n: int) -> None:
             while not stop.is_set():
-                login_time(proxy_port, "alice" if n % 2 else "mallory", "wrong")
+                attempt("alice" if n % 2 else "mallory", "wrong")
                 attempts[0] += 1
 
         threads = [
@@ -198,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         stream.close()
         result = {
             "root": str(args.root),
+            "door": args.door,
             "wrong_password_known_user": summary(known),
             "unknown_user": summary(unknown),
             "echo_rtt_idle": summary(idle),

@@ -52,7 +52,8 @@ class SocketeerService(MultiService):
         #: Each sourcesink's policy holder: ``reload_policies`` swaps what they hold.
         self.policies: dict[str, PolicyRef] = {}
         self.config: Config | None = None
-        #: Proxy and status server logins: hashing threads, cache, failure limits, counts.
+        #: Proxy, status server and broker logins: hashing threads, cache, failure limits,
+        #: counts.
         self.logins: Logins | None = None
         #: A process of its own (twistd) exits with one line when a listener cannot bind;
         #: an embedding application gets the ListenError.
@@ -265,6 +266,7 @@ def build_service(config: Config, reactor) -> SocketeerService:
             max_transactions=config.broker.limits.max_transactions,
             max_transaction_bytes=config.broker.limits.max_transaction_bytes,
             cert_login=config.broker.tls is not None and config.broker.tls.cert_login == "cn",
+            logins=logins,
         )
         if config.broker.listen is not None:  # messagingserverport=none: TLS only
             broker = broker_service(config.broker.listen, factory, reactor)

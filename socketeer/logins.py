@@ -1,4 +1,5 @@
-"""Password logins of the proxy ports and the status server, checked off the reactor thread.
+"""Password logins of the proxy ports, the status server and the embedded broker, checked off
+the reactor thread.
 
 A PBKDF2 hash costs tens of milliseconds. Run on the reactor thread it would freeze every
 stream of the process for that time, and a cheap path for unknown users would tell an
@@ -38,7 +39,7 @@ from socketeer.config.model import LoginLimits
 from socketeer.passwords import dummy_stored, verify
 from socketeer.secret import Secret
 
-__all__ = ["LOG_INTERVAL", "OUTCOMES", "Door", "Logins"]
+__all__ = ["ACCEPTED", "LOG_INTERVAL", "OUTCOMES", "Door", "Logins"]
 
 #: Seconds between two log lines for the same cause of refusal.
 LOG_INTERVAL = 60.0
@@ -47,6 +48,13 @@ LOG_INTERVAL = 60.0
 OUTCOMES = ("ok", "cached", "failed", "locked-out", "busy")
 
 Runner = Callable[..., defer.Deferred]
+
+#: The outcomes that let a login in.
+ACCEPTED = frozenset({"ok", "cached"})
+
+
+def _accepted(outcome: str) -> bool:
+    return outcome in ACCEPTED
 
 
 @dataclass
@@ -85,7 +93,7 @@ class Logins:
         return f"<Logins {len(self._verified)} cached, {len(self._failures)} addresses>"
 
     def door(self, name: str, users: Mapping[str, Secret]) -> Door:
-        """The logins of one set of users (a proxy's profile, the status server)."""
+        """The logins of one set of users (a proxy's profile, the status server, the broker)."""
         return Door(self, name, users)
 
     @property
@@ -191,18 +199,26 @@ class Door:
         Never fails. True may come at once (a cached credential); False at once when the
         address is locked out or too many logins wait; otherwise after a hash in a thread.
         """
+        return self.check(user, password, address).addCallback(_accepted)
+
+    def check(self, user: str, password: str, address: str) -> defer.Deferred:
+        """Like :meth:`login`, but firing the outcome (one of :data:`OUTCOMES`).
+
+        For doors that answer each refusal differently (the broker's ERROR frame says when
+        an address is locked out or the server is busy); the outcome is what is counted.
+        """
         logins = self.logins
         counts = logins.counts
         name = self.name
         if logins._locked_out(address):
             counts[name, "locked-out"] += 1
-            return defer.succeed(False)
+            return defer.succeed("locked-out")
         secret = self._users.get(user)
         stored = secret.value if secret is not None else self._dummy
         digest = logins._digest(name, user, stored, password) if secret is not None else b""
         if secret is not None and logins._cached(digest):
             counts[name, "cached"] += 1
-            return defer.succeed(True)
+            return defer.succeed("cached")
         if logins.pending >= logins.limits.max_pending:
             counts[name, "busy"] += 1
             logins._note(
@@ -212,21 +228,20 @@ class Door:
                 address=address,
                 pending=logins.pending,
             )
-            return defer.succeed(False)
+            return defer.succeed("busy")
 
-        def verdict(ok: bool) -> bool:
-            ok = bool(ok) and secret is not None
-            if ok:
+        def verdict(ok: bool) -> str:
+            if ok and secret is not None:
                 counts[name, "ok"] += 1
                 logins._remember(digest)
-            else:
-                counts[name, "failed"] += 1
-                logins._failed(name, address)
-            return ok
+                return "ok"
+            counts[name, "failed"] += 1
+            logins._failed(name, address)
+            return "failed"
 
-        def broken(failure: Any) -> bool:
+        def broken(failure: Any) -> str:
             logins.log.failure("{door} login check failed", failure, door=name)
             counts[name, "failed"] += 1
-            return False
+            return "failed"
 
         return logins._hash(stored, password).addCallbacks(verdict, broken)

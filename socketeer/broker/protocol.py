@@ -7,8 +7,18 @@ state, and runs the timers (all on the injected clock).
 
 Connection lifecycle::
 
-    AWAITING_CONNECT --CONNECT/STOMP ok--> CONNECTED --DISCONNECT/error--> CLOSING --lost--> CLOSED
-           \\--bad first frame, bad login, no common version, timeout--> CLOSING
+    AWAITING_CONNECT --CONNECT/STOMP--> AUTHENTICATING --login ok--> CONNECTED
+           |                                   |                       |
+           |    bad first frame, no common     | bad login, locked     | DISCONNECT/error
+           |    version, timeout               | out, busy, timeout    v
+           \\----------------------------------->\\------------------> CLOSING --lost--> CLOSED
+
+Logins: a CONNECT's passcode is checked by :meth:`BrokerAuth.verdict`, in a Socketeer
+process off the reactor thread (:mod:`socketeer.logins`: equal cost for unknown logins, a
+cache, a per-address lockout). Until the answer comes the connection is AUTHENTICATING: its
+socket is not read, what already arrived behind the CONNECT waits in the parser (at most
+``max_connect_frame`` bytes), and the handshake timer still runs. A locked-out address and a
+server with too many logins waiting get their own ERROR messages.
 
 Any protocol error earns that client (and only that client) an ERROR frame
 followed by ``loseConnection``; if the peer does not read it within
@@ -74,6 +84,8 @@ from socketeer.config.defaults import (
     DEFAULT_SLOW_SUBSCRIBER_TIMEOUT,
     DEFAULT_SUBSCRIBER_QUEUE,
 )
+from socketeer.logins import ACCEPTED, Logins
+from socketeer.secret import Secret
 from socketeer.wire.stompframing import (
     StompFrame,
     StompFrameParser,
@@ -108,6 +120,7 @@ _NOT_COPIED = frozenset(
 
 class _State(enum.Enum):
     AWAITING_CONNECT = "waiting for CONNECT or STOMP"
+    AUTHENTICATING = "CONNECT read, its passcode being checked (reading paused)"
     CONNECTED = "session open"
     CLOSING = "ERROR/RECEIPT written, loseConnection called, ignoring input"
     CLOSED = "connectionLost seen"
@@ -198,6 +211,23 @@ _HANDSHAKE = "handshake"
 _HANDSHAKE_TIMEOUT = "handshake-timeout"
 _CONNECT_TOO_LARGE = "connect-too-large"
 _AUTHENTICATION = "authentication"
+_LOCKED_OUT = "login-locked-out"
+_LOGIN_BUSY = "login-busy"
+
+#: What a refused CONNECT's ERROR says, by login outcome (socketeer.logins.OUTCOMES).
+_REFUSALS = {
+    "failed": ("Authentication failed", _AUTHENTICATION),
+    "locked-out": (
+        "Authentication refused: too many failed logins from this address, try again later",
+        _LOCKED_OUT,
+    ),
+    "busy": ("Authentication refused: server busy, try again later", _LOGIN_BUSY),
+}
+#: ... and what the log says.
+_DETAILS = {
+    "locked-out": "login refused (address locked out after failed logins)",
+    "busy": "login refused (too many logins wait for a hash)",
+}
 _TRANSACTION = "transaction"
 _TRANSACTIONS = "transactions"
 _TRANSACTION_BYTES = "transaction-bytes"
@@ -254,6 +284,10 @@ class BrokerProtocol(protocol.Protocol):
         self.state = _State.AWAITING_CONNECT
         self.version = StompSpec.VERSION_1_0
         self.login: str | None = None
+        #: The client's host, for per-address login failures ("local" for unix sockets).
+        self.address = "local"
+        self._reading = False  # inside dataReceived (a login may be answered in it)
+        self._reading_paused_for_login = False
         #: Byte counters, for statistics and tests.
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -302,6 +336,7 @@ class BrokerProtocol(protocol.Protocol):
 
     def connectionMade(self) -> None:
         fastwrite.no_delay(self.transport)
+        self.address = peer_host(self.transport.getPeer()) or "local"
         # Large reads only once logged in: a stranger's CONNECT is small (see _on_connect).
         self.transport.registerProducer(self, True)
         self._last_received = self._last_sent = self._clock.seconds()
@@ -311,10 +346,20 @@ class BrokerProtocol(protocol.Protocol):
         )
 
     def dataReceived(self, data: bytes) -> None:
+        if self.state is _State.AUTHENTICATING:
+            self._hold_while_authenticating(data)
+            return
         if self.state not in (_State.AWAITING_CONNECT, _State.CONNECTED):
             return
         self.bytes_received += len(data)
         self._last_received = self._clock.seconds()
+        self._reading = True
+        try:
+            self._read(data)
+        finally:
+            self._reading = False
+
+    def _read(self, data: bytes) -> None:
         while True:
             error = None
             try:
@@ -391,6 +436,24 @@ class BrokerProtocol(protocol.Protocol):
         if receipt is not None and self.state is _State.CONNECTED:
             self._send(StompSpec.RECEIPT, [(StompSpec.RECEIPT_ID_HEADER, receipt)])
 
+    def _hold_while_authenticating(self, data: bytes) -> None:
+        """Bytes that came behind the CONNECT (before reading paused): kept in the parser,
+        which holds after a handshake frame, within the stranger's frame bound."""
+        self.bytes_received += len(data)
+        self._last_received = self._clock.seconds()
+        self._parser.feed(data)  # held: nothing is parsed until the version is set
+        self._check_held_bytes()
+
+    def _check_held_bytes(self) -> bool:
+        """ERROR and close if more than a stranger's frame waits behind the CONNECT."""
+        bound = self._settings.handshake_limits
+        if bound is None or self._parser.buffered <= bound.max_head:
+            return True
+        self._fail(
+            f"more than {bound.max_head} bytes sent before CONNECTED", cause=_CONNECT_TOO_LARGE
+        )
+        return False
+
     def _on_connect(self, frame: StompFrame, headers: dict[str, str]) -> None:
         accept = headers.get(StompSpec.ACCEPT_VERSION_HEADER)
         offered = {v.strip() for v in accept.split(",")} if accept else {StompSpec.VERSION_1_0}
@@ -404,18 +467,6 @@ class BrokerProtocol(protocol.Protocol):
             )
             return
         version = common[-1]
-        login = headers.get(StompSpec.LOGIN_HEADER)
-        certified = self._settings.auth.certified_login(self.transport, login)
-        if certified is not None:
-            login = certified  # a verified client certificate's common name: no passcode
-        elif not self._authenticate(login, headers.get(StompSpec.PASSCODE_HEADER)):
-            self._fail(
-                "Authentication failed",
-                headers,
-                cause=_AUTHENTICATION,
-                detail=f"authentication failed for login {login!r}",
-            )
-            return
         client_beats = (0, 0)
         if version != StompSpec.VERSION_1_0:
             try:
@@ -423,6 +474,56 @@ class BrokerProtocol(protocol.Protocol):
             except ValueError:
                 self._fail("bad heart-beat header", headers)
                 return
+        login = headers.get(StompSpec.LOGIN_HEADER)
+        certified = self._settings.auth.certified_login(self.transport, login)
+        if certified is not None:
+            # A verified client certificate's common name: no passcode to check.
+            self._connected(version, certified, client_beats)
+            return
+        self.state = _State.AUTHENTICATING
+        d = self._settings.auth.verdict(login, headers.get(StompSpec.PASSCODE_HEADER), self.address)
+        d.addCallback(self._login_checked, version, login, client_beats, headers)
+        d.addErrback(self._login_broken)
+        if self.state is _State.AUTHENTICATING and self._check_held_bytes():
+            # No answer yet (``d.called`` cannot tell: it may wait on an inner Deferred): the
+            # hash runs in a thread, read nothing more until it is done.
+            self._reading_paused_for_login = True
+            self.transport.pauseProducing()
+
+    def _login_checked(
+        self,
+        outcome: str,
+        version: str,
+        login: str | None,
+        client_beats: tuple[int, int],
+        headers: dict[str, str],
+    ) -> None:
+        if self.state is not _State.AUTHENTICATING:
+            return  # timed out or gone meanwhile
+        if outcome not in ACCEPTED:
+            message, cause = _REFUSALS.get(outcome, _REFUSALS["failed"])
+            self._fail(
+                message,
+                headers,
+                cause=cause,
+                detail=f"{_DETAILS.get(outcome, 'authentication failed')} for login {login!r} "
+                f"from {self.address}",
+            )
+            return
+        self._last_received = self._clock.seconds()  # we were not reading meanwhile
+        self._connected(version, login, client_beats)
+        if self._reading_paused_for_login:
+            self._reading_paused_for_login = False
+            self.transport.resumeProducing()
+        if not self._reading and self.state is _State.CONNECTED:
+            self._read(b"")  # what came behind the CONNECT, held by the parser
+
+    def _login_broken(self, failure: Failure) -> None:
+        self.log.failure("{session}: login check failed", failure, session=self.session_id)
+        if self.state is _State.AUTHENTICATING:
+            self._fail("Authentication failed", cause=_AUTHENTICATION)
+
+    def _connected(self, version: str, login: str | None, client_beats: tuple[int, int]) -> None:
         self._cancel("connect")
         self.version = self._parser.version = version
         self.login = login
@@ -447,10 +548,6 @@ class BrokerProtocol(protocol.Protocol):
             version=version,
             login=login,
         )
-
-    def _authenticate(self, login: str | None, passcode: str | None) -> bool:
-        # Constant-time, and an unknown login costs as much as a known one (broker.users).
-        return self._settings.auth.check(login, passcode)
 
     def _denied(self, command: str, destination: str, headers: dict[str, str]) -> bool:
         """ERROR and close if this login may not use ``destination`` (per-user prefixes)."""
@@ -850,9 +947,9 @@ class BrokerProtocol(protocol.Protocol):
         logged, with ``detail`` if given, by the Admission, sparingly; other errors are
         logged here.
         """
-        if self.state not in (_State.AWAITING_CONNECT, _State.CONNECTED):
+        if self.state not in (_State.AWAITING_CONNECT, _State.AUTHENTICATING, _State.CONNECTED):
             return
-        if cause is None and self.state is _State.AWAITING_CONNECT:
+        if cause is None and self.state is not _State.CONNECTED:
             cause = _HANDSHAKE
         if cause is not None and self._admission is not None:
             self._admission.refuse(cause, self.session_id, detail or message)
@@ -938,7 +1035,9 @@ class BrokerFactory(protocol.Factory):
 
     Over ``max_connections`` in total, or ``max_connections_per_address`` from one source
     address, a new connection gets an ERROR and is closed at once (see
-    :mod:`socketeer.broker.admission`).
+    :mod:`socketeer.broker.admission`). Given the process's ``logins``
+    (:class:`socketeer.logins.Logins`), CONNECT passcodes are checked through its door
+    ``broker``: off the reactor thread, cached, with a per-address lockout.
     """
 
     log = Logger()
@@ -963,11 +1062,19 @@ class BrokerFactory(protocol.Factory):
         max_transactions: int = DEFAULT_BROKER_MAX_TRANSACTIONS,
         max_transaction_bytes: int = DEFAULT_BROKER_MAX_TRANSACTION_BYTES,
         cert_login: bool = False,
+        logins: Logins | None = None,
     ) -> None:
         self.router = router
         self._clock = clock
+        # With the process's logins, passcodes are hashed off the reactor thread, cached,
+        # and failures counted per address (door "broker"); without, on the calling thread.
+        door = (
+            logins.door("broker", {k: Secret(v) for k, v in (users or {}).items()})
+            if logins is not None and users
+            else None
+        )
         self._settings = _Settings(
-            auth=BrokerAuth(users, destinations, cert_login=cert_login),
+            auth=BrokerAuth(users, destinations, cert_login=cert_login, door=door),
             limits=limits,
             heartbeat_ms=heartbeat_ms,
             connect_timeout=connect_timeout,

@@ -4,10 +4,17 @@ Logins and passcodes come from ``socketeer.general.messagingserveruser.<login>=<
 a passcode is plain text or a ``pbkdf2-sha256$...`` hash
 (:func:`socketeer.passwords.hash_password`).
 With no user configured, any login is accepted (the broker then listens on loopback by
-default). Checking is constant-time and an unknown login costs as much as a known one. A
-hashed passcode costs one PBKDF2 run per CONNECT; after a login has succeeded once, its
-passcode is remembered as an HMAC under a random per-process key, so a node that reconnects
-does not pay (nor block the reactor for) the hash again.
+default). Checking is constant-time and an unknown login costs as much as a known one.
+
+In a Socketeer process (:func:`socketeer.app.build_service`) a CONNECT's passcode is checked
+by the broker's :class:`socketeer.logins.Door` (``door="broker"``), shared with the proxy and
+status logins: the PBKDF2 hash runs off the reactor thread, so one login does not freeze
+every relayed stream; verified credentials are remembered (``logincachesize``,
+``logincacheage``); an address with ``loginmaxfailures`` failures is locked out for
+``loginlockout`` seconds; outcomes are counted in ``socketeer_logins_total{door="broker"}``.
+Without a door (a BrokerFactory built by hand, tests) :meth:`BrokerAuth.check` hashes on the
+calling thread and remembers a login's passcode, after it succeeded once, as an HMAC under a
+random per-process key.
 
 Destinations: ``socketeer.general.messagingserveruserdestinations.<login>=P1,P2,...`` limits
 what that login may SEND to and SUBSCRIBE to. A prefix ending in ``.`` or ``/`` allows every
@@ -31,7 +38,9 @@ import os
 from collections.abc import Iterable, Mapping
 
 from cryptography.x509.oid import NameOID
+from twisted.internet import defer
 
+from socketeer.logins import Door
 from socketeer.passwords import dummy_stored, verify
 
 __all__ = ["BrokerAuth", "destination_allowed"]
@@ -58,8 +67,11 @@ class BrokerAuth:
         users: Mapping[str, str] | None = None,
         destinations: Mapping[str, Iterable[str]] | None = None,
         cert_login: bool = False,
+        door: Door | None = None,
     ) -> None:
         self._users = dict(users or {})
+        #: Checks passcodes off the reactor thread, with a cache and per-address lockout.
+        self.door = door
         #: A verified client certificate's common name is a login (RabbitMQ's EXTERNAL).
         self.cert_login = cert_login
         self._destinations = {k: tuple(v) for k, v in (destinations or {}).items()}
@@ -77,6 +89,7 @@ class BrokerAuth:
         return not self._users
 
     def check(self, login: str | None, passcode: str | None) -> bool:
+        """True if *login* may log in with *passcode*; hashes on the calling thread."""
         if not self._users:
             return True
         stored = self._users.get(login) if login is not None else None
@@ -90,6 +103,20 @@ class BrokerAuth:
             self._verified[login] = mac
             return True
         return False
+
+    def verdict(self, login: str | None, passcode: str | None, address: str) -> defer.Deferred:
+        """A Deferred firing the outcome of a CONNECT's login from *address*.
+
+        One of :data:`socketeer.logins.OUTCOMES` (``ok`` and ``cached`` let it in). With a
+        door the hash runs in a thread and the answer comes later; without one, at once. A
+        missing login or passcode header is an empty one. An open broker (no users) says
+        ``ok`` and counts nothing: there was no password to check.
+        """
+        if not self._users:
+            return defer.succeed("ok")
+        if self.door is None:
+            return defer.succeed("ok" if self.check(login, passcode) else "failed")
+        return self.door.check(login or "", passcode or "", address)
 
     def certified_login(self, transport: object, login: str | None) -> str | None:
         """The login a verified client certificate gives this connection, or None.

@@ -97,7 +97,7 @@ DEFAULT_HTTP_ENABLED = True
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0  # seconds for a client's SOCKS or HTTP request
 DEFAULT_IDLE_TIMEOUT = 0.0  # seconds; 0: none
 
-# -- proxy and status server logins (socketeer.general.login*) ------------------------------
+# -- proxy, status server and broker logins (socketeer.general.login*) ----------------------
 
 DEFAULT_LOGIN_CACHE_SIZE = 1024  # verified credentials remembered, at most
 DEFAULT_LOGIN_CACHE_AGE = 300.0  # seconds a verified credential is remembered

@@ -49,7 +49,7 @@ K_STATUS_INTERFACE = GENERAL + "statusserverinterface"
 #: ``statusserveruser.<login>=<password>``: who may read the status server.
 STATUS_USER_PREFIX = GENERAL + "statusserveruser."
 STATUS_KEYS = (K_STATUS_ENABLED, K_STATUS_PORT, K_STATUS_INTERFACE)
-# Proxy and status server logins: the verified-credentials cache, failed-attempt limits and
+# Proxy, status server and broker logins: the verified-credentials cache, failed-attempt limits and
 # the hashing threads.
 K_LOGIN_CACHE_SIZE = GENERAL + "logincachesize"
 K_LOGIN_CACHE_AGE = GENERAL + "logincacheage"

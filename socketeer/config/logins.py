@@ -1,9 +1,9 @@
 """The login limits: ``socketeer.general.login*`` read into a LoginLimits.
 
-They govern every password check of the proxy ports (SOCKS5 and HTTP) and the status server
-(see :mod:`socketeer.logins`): how many verified credentials are remembered and for how long,
-how many failures one address may have before its logins are refused for a while, and how
-many hashes run (and wait) at once.
+They govern every password check of the proxy ports (SOCKS5 and HTTP), the status server
+and the embedded broker's CONNECT (see :mod:`socketeer.logins`): how many verified
+credentials are remembered and for how long, how many failures one address may have before
+its logins are refused for a while, and how many hashes run (and wait) at once.
 """
 
 from __future__ import annotations

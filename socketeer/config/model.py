@@ -191,7 +191,8 @@ class SourceSinkConfig:
 
 @dataclass(frozen=True)
 class LoginLimits:
-    """How proxy and status server logins are cached and rate-limited (``login*`` keys)."""
+    """How proxy, status server and broker logins are cached and rate-limited (``login*``
+    keys)."""
 
     cache_size: int = DEFAULT_LOGIN_CACHE_SIZE
     cache_age: float = DEFAULT_LOGIN_CACHE_AGE
@@ -215,4 +216,4 @@ class Config:
     require_encryption: bool = DEFAULT_REQUIRE_ENCRYPTION
     seal_max_age: float = DEFAULT_SEAL_MAX_AGE  # seconds; older (or newer) seals are dropped
     status: StatusConfig | None = None  # the status server (/metrics, /status); None: off
-    logins: LoginLimits = LoginLimits()  # proxy and status server logins
+    logins: LoginLimits = LoginLimits()  # proxy, status server and broker logins

@@ -29,16 +29,18 @@ twice and nothing on the data path changes when metrics are on:
                                             over a cap (``connections``,
                                             ``connections-per-address``), before login
                                             (``connect-too-large``, ``handshake-timeout``,
-                                            ``authentication``, ``handshake``), and
+                                            ``authentication``, ``login-locked-out``,
+                                            ``login-busy``, ``handshake``), and
                                             transactions (``transaction``, ``transactions``,
                                             ``transaction-bytes``)
 ``socketeer_broker_queued_bytes``           bytes waiting for congested subscribers
 ``socketeer_broker_paused_publishers``      publishers not read: a queue they fill is full
 ``socketeer_broker_slow_disconnects_total`` subscribers disconnected: over their queue
                                             bound too long
-``socketeer_logins_total{door,outcome}``    proxy (``door="proxy"``) and status server
-                                            password checks: ``ok``, ``cached``,
-                                            ``failed``, ``locked-out``, ``busy``
+``socketeer_logins_total{door,outcome}``    proxy (``door="proxy"``), status server and
+                                            broker (``door="broker"``, a CONNECT's
+                                            passcode) password checks: ``ok``,
+                                            ``cached``, ``failed``, ``locked-out``, ``busy``
 ``socketeer_logins_pending``                logins waiting for (or running) a hash
 ``socketeer_info{version}``                 always 1
 =========================================== ==============================================
