@@ -921,7 +921,7 @@ class Node:
 
     def _heard(self, env: Envelope) -> None:
         """Note that ``env.source`` is alive (liveness only; sessions change by handshake)."""
-        self.peers.heard(env.source, env.incarnation, self.clock.seconds())
+        self.peers.heard(env.source, env.incarnation, self.clock.seconds(), env.timestamp)
 
     def shutdown(self) -> None:
         """Service stop: every stream dies with the process; peers reset their side."""
@@ -976,7 +976,7 @@ class Node:
             return
         if env.source == self.name and env.incarnation == self.incarnation:
             return  # our own broadcast
-        self.envelope_received(env)
+        self.envelope_received(env, authentic=self.keys is None)
 
     def _malformed(self, error: Exception) -> None:
         stats = self.stats
@@ -988,7 +988,10 @@ class Node:
                 problem=str(error),
             )
 
-    def envelope_received(self, env: Envelope) -> None:
+    def envelope_received(self, env: Envelope, *, authentic: bool = True) -> None:
+        """Dispatch one message. ``authentic``: it may count as a sign of the peer's life.
+        With keys, a message outside a session does not (it may be a replay of an old one)
+        but for a PONG to one of our recent pings."""
         if logs.trace:
             self.log.debug(
                 "received {type} from {source}/{resource} seq {seq}, {size} bytes",
@@ -998,7 +1001,8 @@ class Node:
                 seq=env.seq,
                 size=len(env.body),
             )
-        self._heard(env)
+        if authentic:
+            self._heard(env)
         if not env.resource:
             self._node_message(env)
             return
@@ -1090,10 +1094,7 @@ class Node:
                 env.incarnation,
             )
             return
-        self._sink.open(env)
-        stream = self._streams.get(env.key)
-        if stream is not None:
-            stream.acknowledge()  # the OPEN leaves the source's outbox (and stops its resends)
+        self._sink.open(env)  # its OPEN_OK (or OPEN_FAIL) acknowledges the OPEN
 
     def _node_message(self, env: Envelope) -> None:
         kind = env.type
@@ -1113,6 +1114,6 @@ class Node:
                 pinged = float(env.params().get("t", ""))
             except (ValueError, EnvelopeError):
                 return
-            self.peers.pong(env.source, pinged, self.clock.seconds())
+            self.peers.pong(env.source, pinged, self.clock.seconds(), self.peers.grace)
         else:
             self.stats.malformed += 1

@@ -92,6 +92,8 @@ class _Peer:
     window: int = 0
     confirmed: bool = False
     hello_sent: float = float("-inf")
+    #: The newest timestamp (ms, its clock) of the peer's messages.
+    sent: int = 0
 
 
 class PeerTable:
@@ -141,13 +143,21 @@ class PeerTable:
     def __len__(self) -> int:
         return len(self._peers)
 
-    def heard(self, name: str, incarnation: str, now: float) -> None:
+    def heard(self, name: str, incarnation: str, now: float, sent: int = 0) -> None:
         """A message from ``name`` arrived (liveness only: a new incarnation id in it is not
-        taken as a restart; only a handshake says that)."""
+        taken as a restart; only a handshake says that).
+
+        ``sent`` is the message's own timestamp (ms, the sender's clock): one older than the
+        newest seen from that peer is a late or replayed message, which proves nothing about
+        the peer being alive now, so it does not count.
+        """
         peer = self._peers.get(name)
         if peer is None:
-            self._add(name, _Peer(now, incarnation))
+            self._add(name, _Peer(now, incarnation, sent=sent))
             return
+        if sent < peer.sent:
+            return
+        peer.sent = sent
         peer.heard = now
         if not peer.incarnation:
             peer.incarnation = incarnation
@@ -266,12 +276,16 @@ class PeerTable:
             return Liveness.PING
         return Liveness.ALIVE
 
-    def pong(self, name: str, pinged: float, now: float) -> None:
-        """A PONG from ``name`` echoed our ping's time ``pinged``: note the round trip."""
+    def pong(self, name: str, pinged: float, now: float, fresh: float = MAX_RTT) -> None:
+        """A PONG from ``name`` echoed our ping's time ``pinged``: note the round trip. One
+        that answers a ping of the last ``fresh`` seconds also shows the peer alive now (a
+        replayed old PONG does not)."""
         rtt = now - pinged
         peer = self._peers.get(name)
         if peer is not None and 0 <= rtt < MAX_RTT:
             peer.pong, peer.rtt = now, rtt
+            if rtt < fresh:
+                peer.heard = now
 
     def rtt(self, name: str) -> float | None:
         """The last round trip measured to ``name``, if any."""

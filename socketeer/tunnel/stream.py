@@ -586,9 +586,16 @@ class Stream:
             if self._phase is Phase.OPENING:
                 self._phase = Phase.OPEN
                 self._cancel_open_timer()
-                self._send_ack()
+                # The answer proves the OPEN arrived: it leaves the outbox. Ours is not on
+                # the connect's critical path: the client hears first, the ACK follows soon.
+                outbox = self._outbox
+                if outbox and outbox[0][0] == 0 and outbox[0][1] is MsgType.OPEN:
+                    outbox.popleft()
+                    self.progress = self.host.seconds()
                 if self.on_open is not None:
                     self.on_open(self, env.params())
+                if self._phase is not Phase.CLOSED:
+                    self._schedule_ack()
         elif kind is MsgType.OPEN_FAIL:
             self._send_ack()
             params = env.params()

@@ -197,7 +197,8 @@ class SimTransport:
             other.protocol.dataReceived(data)
             if self.closed or other.closed:
                 return
-            if self._producer is not None and self._producer_paused:
+            if self._producer is not None and self._producer_paused and not self._buf:
+                # As Twisted does: the producer resumes once the buffer is all written.
                 self._producer_paused = False
                 self._producer.resumeProducing()
             if self._buf:
