@@ -97,6 +97,10 @@ HELLO_INTERVAL = 1.0
 #: Retransmission timeout: a stream whose oldest unacknowledged message is older than this
 #: (checked every ping interval) resynchronises with its peer; at least a few round trips.
 RTO_MIN = 2.0
+RTO_MAX = 10.0
+#: A stream quiet for this many grace periods is checked with its peer (a RESET to us may
+#: have been lost): one small exchange per quiet stream and period.
+PROBE_AFTER = 2
 #: Peers without streams are forgotten after this many grace periods of silence.
 FORGET_AFTER = 10
 #: A SESSION_RESET goes to one stale (peer, incarnation) at most once per this many seconds.
@@ -490,7 +494,7 @@ class Node:
         """The first resend waits for several round trips to ``peer`` (when one is known), so
         a sink that is merely slow to connect is not sent copies."""
         rtt = self.peers.rtt(peer)
-        return RETRY_FIRST if rtt is None else max(RETRY_FIRST, 4 * rtt)
+        return RETRY_FIRST if rtt is None else min(max(RETRY_FIRST, 4 * rtt), RETRY_MAX)
 
     def _schedule_retry(self, stream: Stream, delay: float) -> None:
         stream.retry_timer = self.clock.callLater(delay, self._retry_open, stream, delay)
@@ -534,7 +538,10 @@ class Node:
         self._send(MsgType.RESOLVED, request.source, request.resource, 0, body, request.incarnation)
 
     def ping(self, dest: str = BROADCAST) -> None:
-        self._send(MsgType.PING, dest, "", 0, encode_params({"t": self.clock.seconds()}))
+        """Ping ``dest`` (or the cluster). With keys, a peer with a session is pinged in it,
+        so that only it can answer: its PONG is what keeps its streams alive."""
+        pinc = self._usable_session(dest) if self.keys is not None and dest != BROADCAST else ""
+        self._send(MsgType.PING, dest, "", 0, encode_params({"t": self.clock.seconds()}), pinc)
 
     # -- the channel -----------------------------------------------------------------------
 
@@ -603,6 +610,9 @@ class Node:
         window = self._peer_window(env)
         if window is None:
             self.stats.malformed += 1
+            return
+        if self.peers.retired(env.source, env.incarnation):
+            self.stats.stale_session += 1  # a late HELLO of a dead incarnation
             return
         if self.keys is not None:
             # With keys a HELLO only asks for a handshake: we start it (the peer answers);
@@ -898,13 +908,16 @@ class Node:
                 self._hello(peer)
                 continue
             rto = self._rto(peer)
-            probe = self.peers.grace / 2
+            probe = PROBE_AFTER * self.peers.grace
             for stream in streams:
-                if stream.phase is Phase.CLOSING and now - stream.closing_since > self.peers.grace:
-                    stream.abort()  # a peer that never acknowledges our CLOSE: let it go
-                elif stream.unacknowledged and now - stream.progress > rto:
+                if (
+                    stream.phase is Phase.CLOSING
+                    and now - max(stream.closing_since, stream.progress) > self.peers.grace
+                ):
+                    stream.abort()  # a peer that acknowledges nothing of ours: let it go
+                elif stream.unacknowledged and now - max(stream.progress, stream.resent) > rto:
                     self.stats.retransmits += 1
-                    stream.progress = now
+                    stream.resent = now
                     stream.resync()
                 elif min(now - stream.last_rx, now - stream.probed) > probe:
                     # Quiet for long: ask the peer about it. A peer that lost it (its RESET
@@ -917,7 +930,7 @@ class Node:
 
     def _rto(self, peer: str) -> float:
         rtt = self.peers.rtt(peer)
-        return RTO_MIN if rtt is None else max(RTO_MIN, 4 * rtt)
+        return RTO_MIN if rtt is None else min(max(RTO_MIN, 4 * rtt), RTO_MAX)
 
     def _heard(self, env: Envelope) -> None:
         """Note that ``env.source`` is alive (liveness only; sessions change by handshake)."""
@@ -1004,7 +1017,7 @@ class Node:
         if authentic:
             self._heard(env)
         if not env.resource:
-            self._node_message(env)
+            self._node_message(env, authentic)
             return
         session = self.peers.session(env.source)
         if env.peer_incarnation == self.incarnation and not session:
@@ -1096,7 +1109,7 @@ class Node:
             return
         self._sink.open(env)  # its OPEN_OK (or OPEN_FAIL) acknowledges the OPEN
 
-    def _node_message(self, env: Envelope) -> None:
+    def _node_message(self, env: Envelope, authentic: bool = True) -> None:
         kind = env.type
         if kind is MsgType.HELLO or kind is MsgType.HELLO_OK:
             self._on_hello(env, answer=kind is MsgType.HELLO)
@@ -1107,13 +1120,16 @@ class Node:
         elif kind is MsgType.HANDSHAKE_OK:
             self._on_handshake_ok(env)
         elif kind is MsgType.PING:
-            self._send(MsgType.PONG, env.source, "", 0, env.body)
+            # Answered the way it came: in the session, or (no session) in the clear.
+            pinc = env.incarnation if env.peer_incarnation else ""
+            self._send(MsgType.PONG, env.source, "", 0, env.body, pinc)
         elif env.type is MsgType.PONG:
             self.stats.pongs += 1
             try:
                 pinged = float(env.params().get("t", ""))
             except (ValueError, EnvelopeError):
                 return
-            self.peers.pong(env.source, pinged, self.clock.seconds(), self.peers.grace)
+            fresh = self.peers.grace if authentic else 0.0  # a sign of life only if authentic
+            self.peers.pong(env.source, pinged, self.clock.seconds(), fresh)
         else:
             self.stats.malformed += 1

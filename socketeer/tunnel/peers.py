@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from socketeer.config.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_PING_INTERVAL
@@ -34,8 +34,13 @@ MAX_PEERS = 4096
 #: Stream counters of a session a sink tells apart: an OPEN older than the newest by this
 #: many is refused (RESET), never run, since the sink can no longer tell if it ran.
 OPEN_WINDOW = 16384
-#: Peer incarnations whose opened stream counters are remembered (2 KiB each).
+#: Peer incarnations whose opened stream counters are remembered (2 KiB each); beyond, the
+#: least recently used is forgotten, and its incarnation refused OPENs from then on.
 MAX_OPEN_WINDOWS = 1024
+#: Forgotten ones remembered by name only (an OPEN from one is refused, never run).
+MAX_FORGOTTEN_WINDOWS = 65536
+#: Replaced incarnations remembered per peer.
+MAX_RETIRED = 8
 
 
 @dataclass
@@ -94,6 +99,9 @@ class _Peer:
     hello_sent: float = float("-inf")
     #: The newest timestamp (ms, its clock) of the peer's messages.
     sent: int = 0
+    #: Incarnations of the peer that a newer one replaced: a late handshake from one of
+    #: them (a broker redelivering an old HELLO) must not take the session back.
+    retired: list[str] = field(default_factory=list)
 
 
 class PeerTable:
@@ -116,6 +124,7 @@ class PeerTable:
         #: set up again with the same incarnation, by a replayed HELLO say, must not make an
         #: old OPEN new again).
         self._opens: OrderedDict[tuple[str, str], SeenCounters] = OrderedDict()
+        self._forgotten: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def _add(self, name: str, peer: _Peer) -> _Peer:
         peers = self._peers
@@ -180,6 +189,11 @@ class PeerTable:
         peer = self._peers.get(name)
         return "" if peer is None else peer.session
 
+    def retired(self, name: str, incarnation: str) -> bool:
+        """Whether ``incarnation`` of ``name`` was replaced by a newer one (it is dead)."""
+        peer = self._peers.get(name)
+        return peer is not None and incarnation in peer.retired
+
     def window(self, name: str) -> int:
         """The window ``name`` announced in its handshake (0 without a session)."""
         peer = self._peers.get(name)
@@ -201,6 +215,9 @@ class PeerTable:
         if peer is None:
             peer = self._add(name, _Peer(now, incarnation))
         old = peer.session
+        if old and old != incarnation:
+            peer.retired.append(old)
+            del peer.retired[:-MAX_RETIRED]
         peer.session = peer.incarnation = incarnation
         peer.window = window
         peer.heard = now
@@ -236,8 +253,11 @@ class PeerTable:
         peer = self._peers.get(name)
         if peer is None or not peer.session:
             return True
-        seen = self._opens.get((name, peer.session))
-        return seen is not None and seen.seen_or_old(counter)
+        key = (name, peer.session)
+        seen = self._opens.get(key)
+        if seen is None:
+            return key in self._forgotten
+        return seen.seen_or_old(counter)
 
     def first_open(self, name: str, counter: int) -> bool:
         """Mark stream ``counter`` of our session with ``name`` opened; False if it was (or
@@ -248,9 +268,14 @@ class PeerTable:
         key = (name, peer.session)
         seen = self._opens.get(key)
         if seen is None:
+            if key in self._forgotten:
+                return False  # its window was forgotten: an OPEN from it may have run
             seen = self._opens[key] = SeenCounters()
             while len(self._opens) > MAX_OPEN_WINDOWS:
-                self._opens.popitem(last=False)
+                old, _ = self._opens.popitem(last=False)
+                self._forgotten[old] = None
+                if len(self._forgotten) > MAX_FORGOTTEN_WINDOWS:
+                    self._forgotten.popitem(last=False)
         self._opens.move_to_end(key)
         return seen.first(counter)
 
@@ -282,10 +307,9 @@ class PeerTable:
         replayed old PONG does not)."""
         rtt = now - pinged
         peer = self._peers.get(name)
-        if peer is not None and 0 <= rtt < MAX_RTT:
+        if peer is not None and 0 <= rtt < min(fresh, MAX_RTT):
             peer.pong, peer.rtt = now, rtt
-            if rtt < fresh:
-                peer.heard = now
+            peer.heard = now
 
     def rtt(self, name: str) -> float | None:
         """The last round trip measured to ``name``, if any."""

@@ -187,6 +187,8 @@ class Stream:
         self._unsent: deque[tuple[MsgType, bytes]] = deque()
         #: When the peer last acknowledged something new (or the outbox was empty).
         self.progress = self.started
+        #: When the node's retransmission timer last resynchronised the stream.
+        self.resent = self.started
         #: The peer node's incarnation: the session this stream belongs to.
         self.peer_incarnation = peer_incarnation
         self._heard = False
