@@ -171,23 +171,27 @@ def test_the_impostor_invariant_has_teeth() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="liveness counts any message from the peer's name, whatever its incarnation or "
-    "key: the impostor, subscribed to so's destination, answers the sink's PINGs with "
-    "PONGs (tunnel/peers.py PeerTable.heard, tunnel/node.py _heard)",
+    reason="liveness counts any message under the peer's name, whatever its incarnation or "
+    "key: the impostor, subscribed to the dead node's destination, answers its PINGs with "
+    "PONGs and its session frames with HELLOs (tunnel/node.py envelope_received -> _heard, "
+    "tunnel/peers.py PeerTable.heard)",
 )
+@pytest.mark.parametrize("dead", ["so", "si"])
 @CODEKEYS
-def test_an_impostor_does_not_keep_a_dead_peers_streams_alive(codekey) -> None:
-    """The real ``so`` dies (SIGKILL) with a kept-alive stream open and stays down for 35 s;
-    the impostor ``so`` is on the bus all along (it gets what is sent to ``so``). The sink's
-    end of the stream must still end within the grace period: only the session's peer
-    proves that the peer is alive, and the impostor cannot speak in that session."""
+def test_an_impostor_does_not_keep_a_dead_peers_streams_alive(codekey, dead: str) -> None:
+    """The real ``so`` (or ``si``) dies (SIGKILL) with a kept-alive stream open and stays
+    down for 35 s; an impostor under its name is on the bus all along (it gets what is sent
+    to that name). The other end of the stream must still end within the grace period (the
+    client or the target sees a reset): only the session's peer proves that the peer is
+    alive, and the impostor cannot speak in that session."""
     hold = fixed_script(200, Ending.HOLD, hold_until=60.0)
     kept = ClientPlan(0, "so", "si", 1.0, False, "t0.example", hold, fixed_script(300, Ending.EOF))
     p = identities_plan(
         [kept],
-        [Event(3.0, "restart", "so", duration=35.0)],
+        [Event(3.0, "restart", dead, duration=35.0)],
         codekey=codekey,
         impostor_key=keys("x", seed=97)["x"],
+        claimed=dead,
         fault_time=40.0,
     )
     report = World(p).run()
@@ -195,12 +199,15 @@ def test_an_impostor_does_not_keep_a_dead_peers_streams_alive(codekey) -> None:
     assert not grace, "\n".join(grace)
 
 
+@pytest.mark.parametrize("dead", ["so", "si"])
 @CODEKEYS
-def test_without_an_impostor_a_dead_peers_streams_end_within_the_grace_period(codekey) -> None:
+def test_without_an_impostor_a_dead_peers_streams_end_within_the_grace_period(
+    codekey, dead: str
+) -> None:
     """The control of the test above: the same run without the impostor passes."""
     hold = fixed_script(200, Ending.HOLD, hold_until=60.0)
     kept = ClientPlan(0, "so", "si", 1.0, False, "t0.example", hold, fixed_script(300, Ending.EOF))
-    p = identities_plan([kept], [Event(3.0, "restart", "so", duration=35.0)], codekey=codekey)
+    p = identities_plan([kept], [Event(3.0, "restart", dead, duration=35.0)], codekey=codekey)
     p.fault_time = 40.0
     report = World(p).run()
     assert not invariants.check(report), violations(report)
