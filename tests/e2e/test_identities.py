@@ -43,7 +43,7 @@ from support.faults import (
     http_target,
     outcome_within,
 )
-from support.net import free_port
+from support.net import free_port, listen
 from support.ops import http_get
 from support.properties import Properties, channel_url
 from support.twistd import Twistd, start, stop
@@ -126,8 +126,10 @@ class Site:
     """A broker, the sink ``si``, a source process (``so`` forward, ``px`` SOCKS5) and, on
     demand, an impostor ``so`` with a SOCKS5 port; each its own twistd, with identities."""
 
-    def __init__(self, tmp_path: Path, target: int, codekey: str | None) -> None:
+    def __init__(self, tmp_path: Path, target: int, codekey: str | None, **keys: object) -> None:
+        """``keys``: more sourcesink keys for every node (``graceperiod=2``, say)."""
         self.tmp_path = tmp_path
+        self.more = keys
         self.target = target
         self.broker = free_port()
         self.forward, self.proxy, self.impostor_proxy = free_port(), free_port(), free_port()
@@ -140,8 +142,8 @@ class Site:
         self.paths: dict[str, Path] = {}
         self._write_configs()
 
-    def _node(self, name: str, key: Identity, allowed: dict[str, Identity]) -> dict[str, str]:
-        return {"identity": key.to_text(), "peerkeys": peerkeys(allowed)}
+    def _node(self, name: str, key: Identity, allowed: dict[str, Identity]) -> dict[str, object]:
+        return {"identity": key.to_text(), "peerkeys": peerkeys(allowed), **self.more}
 
     def _write_configs(self) -> None:
         keys = self.keys
@@ -373,6 +375,72 @@ async def test_a_sink_restart_resets_the_stream_and_a_new_connection_works(
             "POST /orders?item=42 HTTP/1.1": 1,
             "POST /orders?item=43 HTTP/1.1": 1,
         }, f"the target saw {dict(requests.lines)}"
+    finally:
+        await site.close()
+        for port in ports:
+            await port.stopListening()
+
+
+# -- an impostor must not keep a dead peer's streams alive ----------------------------------------
+
+GRACE = 2
+
+
+class KeptTarget(protocol.Protocol):
+    """A target that answers one line and keeps the connection; ``lost`` fires when it ends."""
+
+    def __init__(self, lost: defer.Deferred) -> None:
+        self.lost = lost
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"ok\n")
+
+    def connectionLost(self, reason=None) -> None:
+        if not self.lost.called:
+            self.lost.callback(reactor.seconds())
+
+
+@pytest.mark.parametrize(
+    "impostor",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the sink counts the impostor's PONGs and HELLOs as so being alive "
+                "(tunnel/node.py envelope_received -> _heard, tunnel/peers.py "
+                "PeerTable.heard)",
+            ),
+        ),
+    ],
+    ids=["alone", "impostor-on-the-bus"],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_dead_sources_stream_ends_at_the_sink_within_the_grace_period(
+    tmp_path: Path, impostor: bool
+) -> None:
+    """The source process is SIGKILLed for good while a kept-alive stream is open. The
+    sink must give up on it within ``graceperiod`` (plus pings and a second): the target's
+    connection ends. With an impostor under ``so``'s name on the bus (it gets what the sink
+    sends to ``so``, and answers what it can), it must end all the same."""
+    lost: defer.Deferred = defer.Deferred()
+    ports: list = []
+    factory = protocol.Factory.forProtocol(lambda: KeptTarget(lost))
+    target = await listen(factory, ports)
+    site = Site(tmp_path, target, CODEKEY, graceperiod=GRACE, pinginterval=0.5)
+    try:
+        await site.start("broker", "sink", "source", *(["impostor"] if impostor else []))
+        user = await client(site.forward)
+        user.transport.write(b"hello\n")
+        await user.until(lambda data: data == b"ok\n")
+        await site.kill("source")
+        died = reactor.seconds()
+        try:
+            ended = await lost.addTimeout(GRACE + 8, reactor)
+        except defer.TimeoutError:
+            pytest.fail(f"the target's connection was still open {GRACE + 8}s after so died")
+        assert ended - died < GRACE + 3, f"the target's connection ended after {ended - died:.1f}s"
     finally:
         await site.close()
         for port in ports:
