@@ -17,7 +17,9 @@ What must hold:
   counts the refused handshake (``seal-peer-key`` in ``/status``) and logs it, and the real
   ``so`` goes on working meanwhile;
 * a sink restart resets the source's stream (the client sees a reset, never a FIN) and a new
-  connection works afterwards.
+  connection works afterwards;
+* a source that died has its streams ended at the sink within the grace period, impostor or
+  not (it fails today: the impostor's PONGs and HELLOs count as ``so`` being alive).
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ class Site:
         self.paths: dict[str, Path] = {}
         self._write_configs()
 
-    def _node(self, name: str, key: Identity, allowed: dict[str, Identity]) -> dict[str, object]:
+    def _node(self, key: Identity, allowed: dict[str, Identity]) -> dict[str, object]:
         return {"identity": key.to_text(), "peerkeys": peerkeys(allowed), **self.more}
 
     def _write_configs(self) -> None:
@@ -153,7 +155,7 @@ class Site:
             "broker": Properties().broker(self.broker),
             "sink": Properties()
             .status(self.status["sink"])
-            .sink("si", self.url, **self._node("si", keys["si"], keys)),
+            .sink("si", self.url, **self._node(keys["si"], keys)),
             "source": Properties()
             .status(self.status["source"])
             .sourcesink(
@@ -163,31 +165,26 @@ class Site:
                 peernode="si",
                 fixedHost="127.0.0.1",
                 fixedPort=self.target,
-                **self._node("so", keys["so"], keys),
+                **self._node(keys["so"], keys),
             )
             .sourcesink(
                 "px",
                 self.url,
                 serverport=self.proxy,
                 peernode="si",
-                **self._node("px", keys["px"], keys),
+                **self._node(keys["px"], keys),
             ),
-            # Sourcesink id "0", node name "so": only the key is not so's.
+            # Sourcesink "imp" under node name "so": only the key is not so's.
             "impostor": Properties()
             .status(self.status["impostor"])
-            .add(
-                "\n".join(
-                    f"socketeer.sourcesink.0.{k}={v}"
-                    for k, v in {
-                        "clustername": "c",
-                        "nodename": "so",
-                        "channel": self.url,
-                        "serverport": self.impostor_proxy,
-                        "peernode": "si",
-                        "connecttimeout": IMPOSTOR_WAIT,
-                        **self._node("so", self.impostor_key, impostor_allows),
-                    }.items()
-                )
+            .sourcesink(
+                "imp",
+                self.url,
+                nodename="so",
+                serverport=self.impostor_proxy,
+                peernode="si",
+                connecttimeout=IMPOSTOR_WAIT,
+                **self._node(self.impostor_key, impostor_allows),
             ),
         }
         for name, props in texts.items():
