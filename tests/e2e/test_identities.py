@@ -19,7 +19,7 @@ What must hold:
 * a sink restart resets the source's stream (the client sees a reset, never a FIN) and a new
   connection works afterwards;
 * a source that died has its streams ended at the sink within the grace period, impostor or
-  not (it fails today: the impostor's PONGs and HELLOs count as ``so`` being alive).
+  not (it fails today: the impostor's PONGs to the sink's PINGs count as ``so`` alive).
 """
 
 from __future__ import annotations
@@ -405,9 +405,9 @@ class KeptTarget(protocol.Protocol):
             True,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="the sink counts the impostor's PONGs and HELLOs as so being alive "
-                "(tunnel/node.py envelope_received -> _heard, tunnel/peers.py "
-                "PeerTable.heard)",
+                reason="the sink counts the impostor's PONGs to its PINGs as so being alive "
+                "(PING/PONG go outside the session: tunnel/node.py _node_message PONG -> "
+                "tunnel/peers.py PeerTable.pong)",
             ),
         ),
     ],

@@ -171,10 +171,9 @@ def test_the_impostor_invariant_has_teeth() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="liveness counts any message under the peer's name, whatever its incarnation or "
-    "key: the impostor, subscribed to the dead node's destination, answers its PINGs with "
-    "PONGs and its session frames with HELLOs (tunnel/node.py envelope_received -> _heard, "
-    "tunnel/peers.py PeerTable.heard)",
+    reason="a PONG to a recent PING counts as the peer alive whoever sends it: PING and PONG "
+    "go outside the session, so the impostor, subscribed to the dead node's destination, "
+    "echoes the PINGs (tunnel/node.py _node_message PONG -> tunnel/peers.py PeerTable.pong)",
 )
 @pytest.mark.parametrize("dead", ["so", "si"])
 @CODEKEYS
