@@ -11,7 +11,7 @@ protocol changes, adapt it here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from socketeer.wire.envelope import (
     encode_send,
     node_destination,
 )
-from socketeer.wire.noise import codekey_psk
+from socketeer.wire.noise import Identity, codekey_psk
 from socketeer.wire.seal import Sealer
 
 __all__ = [
@@ -50,6 +50,8 @@ __all__ = [
     "map_sizes",
     "new_node",
     "open_direct",
+    "public_key",
+    "refusals",
     "relay_stream_key",
     "rogue_data",
     "serve_sink",
@@ -71,6 +73,15 @@ class NodeParams:
     connect_timeout: float = 3.0
     codekey: str | None = None
     seal_max_age: float = 300.0
+    #: A node identity (32 private key bytes) and its allowlist (node name -> public key),
+    #: as ``identity`` and ``peerkeys`` configure them.
+    identity: bytes | None = None
+    peer_keys: Mapping[str, bytes] | None = None
+
+
+def public_key(private: bytes) -> bytes:
+    """The public key of an identity's 32 private bytes (what a peer's allowlist lists)."""
+    return Identity.from_bytes(private).public_key
 
 
 def new_node(
@@ -102,13 +113,17 @@ def new_node(
         sealer=sealer,
         channel_wait=params.channel_wait,
     )
-    if params.codekey is not None:  # as app.session_keys: sessions by a Noise handshake
+    if params.codekey is not None or params.identity is not None:
+        # As app.session_keys: sessions by a Noise handshake (NNpsk0 with a codekey only,
+        # IKpsk2 with identities).
         node.keys = SessionKeys(
             topic,
             cluster,
             name,
             incarnation,
-            psk=codekey_psk(params.codekey, topic, cluster),
+            psk=None if params.codekey is None else codekey_psk(params.codekey, topic, cluster),
+            identity=None if params.identity is None else Identity.from_bytes(params.identity),
+            peer_keys=None if params.peer_keys is None else dict(params.peer_keys),
         )
     node.start()
     return node
@@ -223,6 +238,11 @@ def map_sizes(node: Node) -> dict[str, int]:
         "stale_told": len(node._told_stale),
         "initiated": len(node._initiated),
     }
+
+
+def refusals(node: Node) -> dict[str, int]:
+    """Handshakes and sealed frames a node refused, by reason (``/status`` ``seal-<reason>``)."""
+    return dict(node.stats.seal_refused)
 
 
 def rogue_data(node: Node, peer: str, resource: str, data: bytes) -> None:

@@ -11,6 +11,8 @@ that a sweep can count them by kind. The names (docs/simulation.rst):
 ``grace``        an end whose peer process died ends within grace + slack
 ``quiesce``      once the faults stop and time runs on, no stream or connection is left
 ``complete``     (runs whose faults are all survivable) every stream delivered everything
+``impostor``     a process with a valid node name but a key no allowlist has reaches no
+                 target and serves none
 ``error``        no exception escaped the code under test
 """
 
@@ -87,11 +89,37 @@ def check(report: Report) -> list[str]:
                     f"{client.written} bytes{_unfinished(client, 'client')}"
                 )
         out += _grace(report, record, name, targets)
-        if plan.expect_complete:
+        if record.plan.source in plan.impostors:
+            if targets:
+                out.append(
+                    f"impostor: {name} of {record.plan.source} (posing as "
+                    f"{plan.impostors[record.plan.source]}) reached its target"
+                )
+        elif plan.expect_complete:
             out += _complete(record, name, targets)
+    out += _impostors(report)
     if not report.quiet:
         for what in report.live[:3]:
             out.append(f"quiesce: at t={report.end_time:.1f} {what}")
+    return out
+
+
+def _impostors(report: Report) -> list[str]:
+    """No target connection for a stream an impostor opened, and none made by an impostor."""
+    out = []
+    plan = report.plan
+    for name, claimed in plan.impostors.items():
+        process = report.processes[name]
+        made = report.made_by.get(name, [])
+        if made:
+            out.append(
+                f"impostor: {name} (posing as {claimed}) connected {len(made)} targets, "
+                f"for streams {sorted(k[1] for k in made if k)[:3]}"
+            )
+        theirs = set(process.incarnations)
+        for key, targets in report.targets.items():
+            if key is not None and key[1].rpartition("-")[0] in theirs and targets:
+                out.append(f"impostor: stream {key[1]} of {name} (as {claimed}) reached a target")
     return out
 
 

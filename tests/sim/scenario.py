@@ -11,12 +11,21 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .adapter import NodeParams
+from .adapter import NodeParams, public_key
 from .apps import Ending, Script
 from .broker import Faults
 
 #: Profiles of the sweep, each a family of faults (docs/simulation.rst).
-PROFILES = ("calm", "outages", "restarts", "strangers", "sealed", "windows", "harsh")
+PROFILES = (
+    "calm",
+    "outages",
+    "restarts",
+    "strangers",
+    "sealed",
+    "windows",
+    "harsh",
+    "identities",
+)
 
 CODEKEY = "sim-codekey-not-secret"
 CLUSTER, TOPIC = "simc", "simt"
@@ -65,10 +74,17 @@ class Plan:
     #: No fault in this run may cost a stream: every stream must complete in full.
     expect_complete: bool = False
     notes: list[str] = field(default_factory=list)
+    #: Impostor processes (name in ``params``, clients and events -> the node name they
+    #: claim): a valid name, the codekey if there is one, but a key no allowlist has.
+    impostors: dict[str, str] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[str]:
         return self.sources + self.sinks
+
+    def node_name(self, process: str) -> str:
+        """The node name ``process`` runs under (an impostor's is someone else's)."""
+        return self.impostors.get(process, process)
 
 
 def script(
@@ -106,6 +122,43 @@ def size_for(rng: random.Random, window: int) -> int:
     return rng.randint(window, 3 * window)
 
 
+IMPOSTOR = "imp"
+
+
+def impostor(plan: Plan, rng: random.Random, allowlist: dict[str, bytes]) -> None:
+    """Add an impostor: a process running under a real node's name, with the run's codekey
+    (if any) and an allowlist like everyone's, but its own key, which no one lists. Posing
+    as a source it opens streams to the sinks; posing as a sink it listens on the sink's
+    destination (and would serve what it could open)."""
+    claimed = rng.choice(plan.sources) if rng.random() < 0.75 else rng.choice(plan.sinks)
+    own = rng.randbytes(32)
+    like = plan.params[claimed]
+    plan.impostors[IMPOSTOR] = claimed
+    plan.params[IMPOSTOR] = NodeParams(
+        window=like.window,
+        codekey=like.codekey,
+        identity=own,
+        peer_keys={**allowlist, claimed: public_key(own)},
+    )
+    plan.skew[IMPOSTOR] = rng.uniform(-30.0, 30.0)
+    if claimed not in plan.sources:
+        return
+    small = min(p.window for p in plan.params.values())
+    for _ in range(rng.randint(1, 3)):
+        plan.clients.append(
+            ClientPlan(
+                index=len(plan.clients),
+                source=IMPOSTOR,
+                sink=rng.choice(plan.sinks),
+                at=rng.uniform(0.5, plan.fault_time * 0.8),
+                direct=rng.random() < 0.3,
+                host=f"t{len(plan.clients)}.example",
+                client=script(rng, size_for(rng, small), Ending.EOF, pause=0.4),
+                target=script(rng, size_for(rng, small), Ending.EOF, pause=0.4),
+            )
+        )
+
+
 def make_plan(profile: str, seed: int) -> Plan:
     """The plan for ``seed`` in ``profile`` (deterministic)."""
     if profile not in PROFILES:
@@ -116,12 +169,23 @@ def make_plan(profile: str, seed: int) -> Plan:
     nodes = sources + sinks
     window = rng.choice((4096, 8192, 16384, 32768))
     codekey = CODEKEY if profile == "sealed" else None
+    identities: dict[str, bytes] = {}
+    if profile == "identities":
+        codekey = CODEKEY if rng.random() < 0.5 else None
+        # Node keys from the seed (Identity.from_bytes), every node listing every node.
+        identities = {name: rng.randbytes(32) for name in nodes}
+    allowlist = {name: public_key(key) for name, key in identities.items()}
     params = {}
     for name in nodes:
         w = window
         if profile == "windows":
             w = rng.choice((4096, 8192, 16384, 65536))
-        params[name] = NodeParams(window=w, codekey=codekey)
+        params[name] = NodeParams(
+            window=w,
+            codekey=codekey,
+            identity=identities.get(name),
+            peer_keys=allowlist or None,
+        )
     skew = {name: rng.uniform(-30.0, 30.0) for name in nodes}
     brokers = rng.choice((1, 1, 2, 3))
     faults = Faults(duplicate=rng.choice((0.0, 0.0, 0.01, 0.05)))
@@ -160,9 +224,17 @@ def make_plan(profile: str, seed: int) -> Plan:
                 target=script(rng, size_for(rng, small), target_end, pause=0.4),
             )
         )
+    if profile == "identities":
+        impostor(plan, rng, allowlist)
     grace = params[nodes[0]].grace
+    # Identities: half the runs with outages, a third with restarts (the rest must complete
+    # in full, the impostor notwithstanding).
+    outages = profile in ("outages", "sealed", "harsh")
+    outages |= profile == "identities" and rng.random() < 0.5
+    restart = profile in ("restarts", "sealed", "harsh")
+    restart |= profile == "identities" and rng.random() < 0.35
     long_outage = False
-    if profile in ("outages", "sealed", "harsh"):
+    if outages:
         for _ in range(rng.randint(1, 4)):
             long = rng.random() < 0.2
             long_outage |= long
@@ -180,7 +252,7 @@ def make_plan(profile: str, seed: int) -> Plan:
                 )
             )
     restarts = False
-    if profile in ("restarts", "sealed", "harsh"):
+    if restart:
         for _ in range(rng.randint(1, 2)):
             restarts = True
             plan.events.append(
@@ -205,6 +277,9 @@ def make_plan(profile: str, seed: int) -> Plan:
                 )
             )
         for _ in range(rng.randint(2, 8)):
+            plan.events.append(Event(rng.uniform(0, plan.fault_time * 1.5), "replay"))
+    if profile == "identities":
+        for _ in range(rng.randint(0, 4)):
             plan.events.append(Event(rng.uniform(0, plan.fault_time * 1.5), "replay"))
     plan.events.sort(key=lambda e: e.at)
     down: dict[str, float] = {}

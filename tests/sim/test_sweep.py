@@ -114,7 +114,9 @@ def fingerprint(profile: str, seed: int) -> str:
     return h.hexdigest()
 
 
-@pytest.mark.parametrize("profile,seed", [("harsh", 3), ("sealed", 5), ("strangers", 8)])
+@pytest.mark.parametrize(
+    "profile,seed", [("harsh", 3), ("sealed", 5), ("strangers", 8), ("identities", 1)]
+)
 def test_a_seed_replays_exactly(profile: str, seed: int) -> None:
     """Same seed, same run: twice here, and in a child with another str hash seed."""
     here = fingerprint(profile, seed)

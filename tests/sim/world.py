@@ -49,6 +49,8 @@ class Process:
     def __init__(self, world: World, name: str, sink: bool) -> None:
         self.world = world
         self.name = name
+        #: The node name it runs under: its own, or (an impostor) the one it claims.
+        self.node_name = world.plan.node_name(name)
         self.is_sink = sink
         self.params = world.plan.params[name]
         self.generation = 0
@@ -71,7 +73,7 @@ class Process:
         self.incarnations.append(incarnation)
         epoch = f"{world.net_rng.getrandbits(128):032x}"
         self.node = adapter.new_node(
-            CLUSTER, self.name, TOPIC, self.clock, incarnation, self.params, epoch
+            CLUSTER, self.node_name, TOPIC, self.clock, incarnation, self.params, epoch
         )
         if self.is_sink:
             adapter.serve_sink(self.node, self._connect_target, self.clock, self.params)
@@ -86,7 +88,7 @@ class Process:
         world = self.world
         if index is None:
             index = world.net_rng.randrange(world.plan.brokers)
-        subs = adapter.destinations(TOPIC, CLUSTER, self.name)
+        subs = adapter.destinations(TOPIC, CLUSTER, self.node_name)
         node = self.node
         self.link = world.hub.attach(index, subs, lambda frame: world.deliver(self, node, frame))
         self.connects.append(world.clock.seconds())
@@ -147,6 +149,7 @@ class Process:
             app = Endpoint(world.clock, label, script)
             target_end.protocol = app
             world.targets.setdefault(key, []).append(app)
+            world.made_by.setdefault(self.name, []).append(key)
             world.all_apps.append(app)
             app.makeConnection(target_end)
             d.callback(relay)
@@ -169,6 +172,8 @@ class Report:
     errors: list[str] = field(default_factory=list)
     live: list[str] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    #: Process name -> the (peer, stream id) of every target connection it made.
+    made_by: dict[str, list] = field(default_factory=dict)
 
 
 class World:
@@ -182,11 +187,14 @@ class World:
             self.processes[name] = Process(self, name, sink=False)
         for name in plan.sinks:
             self.processes[name] = Process(self, name, sink=True)
+        for name, claimed in plan.impostors.items():
+            self.processes[name] = Process(self, name, sink=claimed in plan.sinks)
         self.clients: list[ClientRecord] = []
         self.by_key: dict[tuple[str, str], ClientRecord] = {}
         self.targets: dict[tuple[str, str] | None, list[Endpoint]] = {}
         self.all_apps: list[Endpoint] = []
         self.target_serial = 0
+        self.made_by: dict[str, list] = {}
         self.client_serial = 0
         self.bounds: list[str] = []
         self.errors: list[str] = []
@@ -214,7 +222,7 @@ class World:
             resource = adapter.open_direct(
                 process.node, plan.sink, plan.host, 80, process.params, app
             )
-            record.key = (plan.source, resource)
+            record.key = (process.node_name, resource)
             process.direct.append(app)
         else:
             factory = adapter.forward_factory(
@@ -229,7 +237,7 @@ class World:
             process.all_sockets.append(relay_end)
             relay.makeConnection(relay_end)
             key = adapter.relay_stream_key(relay)
-            record.key = None if key is None else (plan.source, key[1])
+            record.key = None if key is None else (process.node_name, key[1])
             client_end.protocol = app
             app.makeConnection(client_end)
         if record.key is not None:
@@ -380,6 +388,7 @@ class World:
             bounds=self.bounds,
             errors=self.errors,
             live=self.live_streams() + [f"app {label} still open" for label in apps_live],
+            made_by=self.made_by,
             stats={
                 "published": self.hub.published,
                 "delivered": self.hub.delivered,
