@@ -169,12 +169,6 @@ def test_the_impostor_invariant_has_teeth() -> None:
     assert any(v.startswith("impostor:") for v in found), found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a PONG to a recent PING counts as the peer alive whoever sends it: PING and PONG "
-    "go outside the session, so the impostor, subscribed to the dead node's destination, "
-    "echoes the PINGs (tunnel/node.py _node_message PONG -> tunnel/peers.py PeerTable.pong)",
-)
 @pytest.mark.parametrize("dead", ["so", "si"])
 @CODEKEYS
 def test_an_impostor_does_not_keep_a_dead_peers_streams_alive(codekey, dead: str) -> None:

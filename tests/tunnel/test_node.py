@@ -10,7 +10,7 @@ from socketeer.tunnel.node import Node
 from socketeer.tunnel.reasons import OpenFailure
 from socketeer.tunnel.relay import SocketRelay
 from socketeer.tunnel.snapshot import ChannelState
-from socketeer.tunnel.stream import Phase, Stream
+from socketeer.tunnel.stream import Phase
 from socketeer.wire.envelope import Envelope, MsgType, encode_params
 from socketeer.wire.seal import Sealer
 from socketeer.wire.stompframing import StompFrameParser
