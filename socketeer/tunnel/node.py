@@ -92,6 +92,9 @@ SERVED_RESOLVES = 4096
 MAX_LOOKUPS = 256
 #: The smallest window a peer may announce (a smaller one is refused as malformed).
 MIN_PEER_WINDOW = 1024
+#: Handshakes a node starts per second, at most (with keys): a bound on the work a flood
+#: of forged HELLOs can cause.
+MAX_HANDSHAKES_PER_SECOND = 64
 #: Seconds between HELLOs to one peer that has not answered.
 HELLO_INTERVAL = 1.0
 #: Retransmission timeout: a stream whose oldest unacknowledged message is older than this
@@ -175,6 +178,8 @@ class Node:
         self.keys = keys
         #: (peer, incarnation) we started a handshake with lately: when.
         self._initiated: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._handshake_second = float("-inf")
+        self._handshakes_started = 0
         self._resolves = PendingResolves(clock)
         self._sink: SinkHandler | None = None
         self._link: ChannelLink | None = None
@@ -193,6 +198,8 @@ class Node:
         #: A sink's RESOLVEs seen lately, by (source, request id): None while the lookup runs,
         #: then the answer's body. Bounded; it makes a repeated request cost no lookup.
         self._served_resolves: OrderedDict[tuple[str, str], bytes | None] = OrderedDict()
+        #: Lookups running (entries of ``_served_resolves`` still None).
+        self._lookups = 0
 
     @property
     def streams(self) -> StreamRegistry:
@@ -534,6 +541,8 @@ class Node:
         body = answer_body(address, failure)
         key = (request.source, request.resource)
         if key in self._served_resolves:  # kept, so that a repeated request gets it again
+            if self._served_resolves[key] is None:
+                self._lookups -= 1
             self._served_resolves[key] = body
         self._send(MsgType.RESOLVED, request.source, request.resource, 0, body, request.incarnation)
 
@@ -646,7 +655,7 @@ class Node:
         if not (self.peers.confirmed(peer) and self._link is not None):
             return
         session_window = self.stream_window(peer)
-        for stream in self._streams.by_peer().get(peer, ()):
+        for stream in self._streams.of_peer(peer):
             if not stream.peer_incarnation:
                 stream.start_session(incarnation, session_window)
                 waiting = self._waiting.pop(stream.key, None)
@@ -671,9 +680,7 @@ class Node:
     def _end_session(self, peer: str, incarnation: str, why: str) -> None:
         """Reset every stream of our session with ``peer``'s ``incarnation``: they died with
         it (or it never knew them); none is resent to another incarnation."""
-        stale = [
-            s for s in self._streams.by_peer().get(peer, ()) if s.peer_incarnation == incarnation
-        ]
+        stale = [s for s in self._streams.of_peer(peer) if s.peer_incarnation == incarnation]
         if stale:
             self.log.info("{why}: resetting {n} streams", why=why, n=len(stale))
             self.stats.session_resets += len(stale)
@@ -712,6 +719,15 @@ class Node:
         last = self._initiated.get(key)
         if last is not None and now - last < HELLO_INTERVAL:
             return
+        # And a bounded number a second in all, whatever incarnations HELLOs claim: a flood
+        # of forged ones with made-up incarnations costs a bounded amount of work. (Not per
+        # peer name: an impostor's HELLOs under a name must not starve the real node's.)
+        if now - self._handshake_second >= 1.0:
+            self._handshake_second, self._handshakes_started = now, 0
+        if self._handshakes_started >= MAX_HANDSHAKES_PER_SECOND:
+            self.stats.handshake_limit += 1
+            return
+        self._handshakes_started += 1
         self._initiated[key] = now
         self._initiated.move_to_end(key)
         if len(self._initiated) > 1024:
@@ -859,14 +875,16 @@ class Node:
             if body is not None:
                 self._send(MsgType.RESOLVED, env.source, env.resource, 0, body, env.incarnation)
             return
-        running = sum(1 for v in self._served_resolves.values() if v is None)
-        if running >= MAX_LOOKUPS:
+        if self._lookups >= MAX_LOOKUPS:
             self.stats.lookup_limit += 1
             self.answer_resolve(env, None, OpenFailure.LIMIT)
             return
         self._served_resolves[key] = None
+        self._lookups += 1
         if len(self._served_resolves) > SERVED_RESOLVES:
-            self._served_resolves.popitem(last=False)
+            _, answer = self._served_resolves.popitem(last=False)
+            if answer is None:
+                self._lookups -= 1  # forgotten while running: its answer is not counted
         self._sink.resolve(env)
 
     def check_peers(self) -> None:

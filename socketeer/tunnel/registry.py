@@ -29,7 +29,7 @@ class StreamRegistry(Mapping[StreamKey, Stream]):
     def __init__(self, remember: int = RECENTLY_CLOSED) -> None:
         self._streams: dict[StreamKey, Stream] = {}
         self._ended: OrderedDict[StreamKey, int | None] = OrderedDict()
-        self._per_peer: dict[str, int] = {}
+        self._per_peer: dict[str, dict[StreamKey, Stream]] = {}
         self._remember = remember
 
     def __getitem__(self, key: StreamKey) -> Stream:
@@ -46,23 +46,25 @@ class StreamRegistry(Mapping[StreamKey, Stream]):
 
     def add(self, stream: Stream) -> None:
         key = stream.key
-        if key not in self._streams:
-            self._per_peer[stream.peer] = self._per_peer.get(stream.peer, 0) + 1
         self._streams[key] = stream
+        self._per_peer.setdefault(stream.peer, {})[key] = stream
 
     def count(self, peer: str) -> int:
         """Streams with ``peer``."""
-        return self._per_peer.get(peer, 0)
+        return len(self._per_peer.get(peer, ()))
+
+    def of_peer(self, peer: str) -> list[Stream]:
+        """Streams with ``peer`` (a copy: it may change while the caller goes through it)."""
+        return list(self._per_peer.get(peer, {}).values())
 
     def ended(self, stream: Stream) -> None:
         """``stream`` is over: forget it (unless another took its key) and remember its id."""
         key = stream.key
         if self._streams.get(key) is stream:
             del self._streams[key]
-            left = self._per_peer[stream.peer] - 1
-            if left:
-                self._per_peer[stream.peer] = left
-            else:
+            mine = self._per_peer[stream.peer]
+            del mine[key]
+            if not mine:
                 del self._per_peer[stream.peer]
         self.remember_ended(key, stream.final_rx_seq)
 

@@ -21,7 +21,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from socketeer.wire.noise import Identity, Prologue, SessionHandshake, SessionTransport
+from socketeer.wire.noise import (
+    Identity,
+    Prologue,
+    ReplayRejected,
+    SessionHandshake,
+    SessionTransport,
+)
 from socketeer.wire.sessionframe import session_id
 
 __all__ = ["MAX_TRANSPORTS", "Keys", "SessionKeys"]
@@ -29,6 +35,13 @@ __all__ = ["MAX_TRANSPORTS", "Keys", "SessionKeys"]
 MAX_TRANSPORTS = 4
 MAX_PEERS = 4096
 MAX_HANDSHAKES = 256
+#: Handshakes in progress with one peer name (a flood of HELLOs under its name with made-up
+#: incarnations pushes out only its own oldest ones).
+MAX_HANDSHAKES_PER_PEER = 4
+#: First messages remembered (by the initiator's ephemeral key) to refuse a replay of one.
+MAX_SEEN_EPHEMERALS = 4096
+#: Bytes of a first handshake message that are the initiator's ephemeral public key.
+EPHEMERAL_SIZE = 32
 #: The prologue's version: bump with any change to what a handshake binds.
 PROLOGUE_VERSION = 2
 
@@ -69,6 +82,7 @@ class SessionKeys:
         self._peer_keys = peer_keys
         self._pending: OrderedDict[tuple[str, str], SessionHandshake] = OrderedDict()
         self._keys: OrderedDict[str, list[Keys]] = OrderedDict()
+        self._ephemerals: OrderedDict[bytes, None] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"<SessionKeys {self.cluster}/{self.name} {len(self._keys)} peers>"
@@ -100,6 +114,9 @@ class SessionKeys:
         key = (peer, incarnation)
         self._pending[key] = handshake
         self._pending.move_to_end(key)
+        mine = [k for k in self._pending if k[0] == peer]
+        for old in mine[: max(0, len(mine) - MAX_HANDSHAKES_PER_PEER)]:
+            del self._pending[old]
         while len(self._pending) > MAX_HANDSHAKES:
             self._pending.popitem(last=False)
         return message
@@ -112,6 +129,9 @@ class SessionKeys:
         The transport is kept unconfirmed. Raises NoiseError if the message does not
         authenticate (another codekey, a key not allowed for ``peer``, tampering).
         """
+        ephemeral = bytes(message[:EPHEMERAL_SIZE])
+        if ephemeral in self._ephemerals:
+            raise ReplayRejected(0, duplicate=True)  # a recorded first message, sent again
         handshake = SessionHandshake.responder(
             self._prologue(peer, incarnation, self.name, self.incarnation),
             psk=self._psk,
@@ -119,6 +139,10 @@ class SessionKeys:
             peer_keys=self._peer_keys,
         )
         theirs = handshake.read_message(message)
+        # Remembered once it authenticated (a forgery cannot fill the memory).
+        self._ephemerals[ephemeral] = None
+        if len(self._ephemerals) > MAX_SEEN_EPHEMERALS:
+            self._ephemerals.popitem(last=False)
         answer = handshake.write_message(payload)
         self._add(peer, Keys(incarnation, "", handshake.transport(), theirs))
         return answer, theirs

@@ -66,6 +66,8 @@ class NodeStats:
     stale_session: int = 0
     #: OPENs of a stream that was opened here before (refused, never run twice).
     repeated_opens: int = 0
+    #: HELLOs not answered with a handshake because too many were started that second.
+    handshake_limit: int = 0
     #: Connections and streams a policy refused, by rule.
     denied: Counter[str] = field(default_factory=Counter)
     #: Streams that could not open, by reason.
@@ -108,6 +110,7 @@ EVENTS = {
     "lookup_limit": "lookup-limit",
     "session_resets": "session-resets",
     "repeated_opens": "repeated-opens",
+    "handshake_limit": "handshake-limit",
 }
 #: The label of a sealed message refused for ``reason``, among the dropped ones.
 SEAL_PREFIX = "seal-"
@@ -141,6 +144,7 @@ class Counts:
     session_resets: int = 0
     stale_session: int = 0
     repeated_opens: int = 0
+    handshake_limit: int = 0
     denied: Mapping[str, int] = field(default_factory=dict)
     open_failed: Mapping[OpenFailure, int] = field(default_factory=dict)
     seal_refused: Mapping[str, int] = field(default_factory=dict)
