@@ -307,7 +307,7 @@ class Node:
             if session is None:  # the session is gone (the peer restarted meanwhile)
                 self.stats.dropped_unconnected += 1
                 return
-            parts = seal_session(self.topic, env, session.transport)
+            parts = seal_session(self.topic, env, session.transport, session.sid)
         elif (sealer := self.sealer) is not None:
             parts = sealer.seal_parts(env)
         else:

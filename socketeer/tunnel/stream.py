@@ -72,7 +72,7 @@ from zope.interface import implementer
 
 from socketeer import fastwrite
 from socketeer.tunnel.reasons import OpenFailure
-from socketeer.wire.envelope import Envelope, EnvelopeError, MsgType, encode_params
+from socketeer.wire.envelope import Envelope, MsgType, encode_params
 
 #: Messages that may wait in a reorder buffer; one more early message is dropped (its
 #: sender resends it), so a broken or hostile peer cannot make a stream hold more.
@@ -81,10 +81,11 @@ MAX_REORDER = 4096
 #: (``fastwrite.large_reads``): fewer, larger messages cost far less per byte on every hop,
 #: and stay well below brokers' frame limits (RabbitMQ: 4 MiB). Bigger writes are split.
 MAX_DATA_MESSAGE = fastwrite.LARGE_READ
-#: Seconds a receiver waits before acknowledging data that did not fill a quarter window:
-#: long enough to acknowledge a burst with one message, short enough that a small request
-#: leaves the sender's outbox at once (a restart cannot find it there to resend).
-DELAYED_ACK = 0.02
+#: Seconds a receiver waits before acknowledging data that did not fill a quarter window
+#: (TCP's delayed ACK is 40-200 ms): long enough that a short exchange is acknowledged by
+#: its CLOSE's ACK alone and a chatty one with one message per period, short enough that an
+#: idle stream's outbox empties well before the retransmission timer asks.
+DELAYED_ACK = 0.2
 
 #: What the protocol's ``connectionLost`` gets: the stream ended cleanly (CLOSE either
 #: way), or it was dropped (RESET, a failed open, an expired peer). Built once, as
@@ -123,6 +124,27 @@ class StreamAddress:
 
     node: str
     resource: str
+
+
+def parse_ack(body: bytes) -> tuple[int, int, str] | None:
+    """An ACK's ``n``, ``s`` and ``r`` (per message, so not through ``parse_qsl``); None if
+    it is malformed. Keys it does not know are ignored, as ``decode_params`` would."""
+    consumed = received = 0
+    resync = ""
+    try:
+        for pair in body.split(b"&"):
+            key, _, value = pair.partition(b"=")
+            if key == b"n":
+                consumed = int(value)
+            elif key == b"s":
+                received = int(value)
+            elif key == b"r":
+                resync = value.decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if consumed < 0 or received < 0:
+        return None
+    return consumed, received, resync
 
 
 class WindowViolation(Exception):
@@ -279,10 +301,13 @@ class Stream:
         self._cancel_ack_timer()
         if not self._consumer_paused:
             self._acked = self.delivered
-        params: dict[str, int] = {"n": self._acked, "s": self._rx_seq}
-        if resync:
-            params["r"] = resync
-        self.host.send_stream_message(self, MsgType.ACK, 0, encode_params(params))
+        # Written directly (the same text encode_params gives): this is per message.
+        body = (
+            f"n={self._acked}&s={self._rx_seq}&r={resync}"
+            if resync
+            else (f"n={self._acked}&s={self._rx_seq}")
+        )
+        self.host.send_stream_message(self, MsgType.ACK, 0, body.encode("ascii"))
 
     def acknowledge(self) -> None:
         """Acknowledge what arrived so far, now (a sink, for the OPEN it is connecting for)."""
@@ -414,6 +439,7 @@ class Stream:
         if not self.live:
             return
         self.send(MsgType.CLOSE)
+        self._cancel_ack_timer()  # the peer ends on our CLOSE, and its outbox with it
         self._phase = Phase.CLOSING
         self.closing_since = self.host.seconds()
         self._cancel_open_timer()
@@ -543,13 +569,10 @@ class Stream:
         self.reset()
 
     def _receive_ack(self, env: Envelope) -> None:
-        try:
-            params = env.params()
-            consumed = int(params.get("n", "0"))
-            received = int(params.get("s", "0"))
-            resync = params.get("r", "")
-        except (ValueError, EnvelopeError):
+        parsed = parse_ack(env.body)
+        if parsed is None:
             return
+        consumed, received, resync = parsed
         outbox = self._outbox
         popped = False
         while outbox and outbox[0][0] < received:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Mapping
+from functools import lru_cache
 
 from socketeer.wire.envelope import (
     H_CLUSTER,
@@ -64,21 +65,23 @@ def session_id(transport: SessionTransport) -> str:
     return transport.handshake_hash[:8].hex()
 
 
-def _ad(topic: str, env: Envelope, sid: str, counter: int) -> bytes:
-    fields = (
-        topic,
-        env.cluster,
-        env.source,
-        env.destination,
-        env.incarnation,
-        env.peer_incarnation,
-        sid,
-        str(counter),
-    )
-    return "\0".join(fields).encode("ascii") + _TAG
+@lru_cache(maxsize=1024)
+def _ad_prefix(
+    topic: str, cluster: str, src: str, dst: str, inc: str, pinc: str, sid: str
+) -> bytes:
+    # The same for every frame of one session and direction: built once.
+    return "\0".join((topic, cluster, src, dst, inc, pinc, sid, "")).encode("ascii")
 
 
-def seal(topic: str, env: Envelope, transport: SessionTransport) -> tuple[bytes, bytes, bytes]:
+def _ad(
+    topic: str, cluster: str, src: str, dst: str, inc: str, pinc: str, sid: str, counter: int
+) -> bytes:
+    return b"".join((_ad_prefix(topic, cluster, src, dst, inc, pinc, sid), b"%d" % counter, _TAG))
+
+
+def seal(
+    topic: str, env: Envelope, transport: SessionTransport, sid: str | None = None
+) -> tuple[bytes, bytes, bytes]:
     """The SEND frame carrying ``env`` sealed in ``transport``'s session, in three pieces
     (head, sealed body, NUL), as ``envelope.encode_send_parts``."""
     kind = env.type.value.encode("ascii")
@@ -91,10 +94,20 @@ def seal(topic: str, env: Envelope, transport: SessionTransport) -> tuple[bytes,
             env.body,
         )
     )
-    sid = session_id(transport)
+    sid = session_id(transport) if sid is None else sid
     counter = transport.sent
     # The counter is part of the associated data: seal() uses exactly this one.
-    sealed_counter, sealed = transport.seal(plain, _ad(topic, env, sid, counter))
+    ad = _ad(
+        topic,
+        env.cluster,
+        env.source,
+        env.destination,
+        env.incarnation,
+        env.peer_incarnation,
+        sid,
+        counter,
+    )
+    sealed_counter, sealed = transport.seal(plain, ad)
     assert sealed_counter == counter
     head = (
         f"SEND\ndestination:{destination_for(topic, env)}\n{H_VERSION}:{WIRE_VERSION}\n"
@@ -162,15 +175,17 @@ def open_session_frame(
 ) -> Envelope:
     """Authenticate and decrypt a session frame's body (raises the transport's NoiseError
     subclasses, or EnvelopeError for a plaintext that is not a message)."""
-    skeleton = Envelope(
-        type=message_type("ping"),  # not in the associated data; only the routing fields are
-        cluster=clear.cluster,
-        source=clear.source,
-        destination=clear.destination,
-        incarnation=clear.incarnation,
-        peer_incarnation=clear.peer_incarnation,
+    ad = _ad(
+        topic,
+        clear.cluster,
+        clear.source,
+        clear.destination,
+        clear.incarnation,
+        clear.peer_incarnation,
+        clear.sid,
+        clear.counter,
     )
-    plain = transport.open(clear.counter, body, _ad(topic, skeleton, clear.sid, clear.counter))
+    plain = transport.open(clear.counter, body, ad)
     if len(plain) < _PLAIN_HEAD.size:
         raise EnvelopeError("session message too short")
     seq, timestamp, type_len, res_len = _PLAIN_HEAD.unpack_from(plain)
