@@ -4,13 +4,13 @@ A session between two node incarnations starts with one Noise handshake round tr
 (HELLO carries message 1, HELLO_OK message 2) and then protects its messages with the two
 transport keys the handshake split. Which pattern runs depends on what is configured:
 
-* a channel ``codekey`` only: ``Noise_NNpsk0_25519_ChaChaPoly_SHA256``. Both ends prove
+* a channel ``codekey`` only: ``Noise_NNpsk0_25519_AESGCM_SHA256``. Both ends prove
   they hold the codekey (the pre-shared key, derived from it), and every session gets
   fresh keys from two ephemeral X25519 keys: traffic recorded at the broker cannot be
   opened in a later session, nor after a restart (forward secrecy). Any codekey holder can
   still claim any node name: the codekey says "member of the cluster", not "which member".
 * node identities (``identity`` and ``peerkeys``), with or without a codekey:
-  ``Noise_IKpsk2_25519_ChaChaPoly_SHA256``. The initiator knows the responder's static key
+  ``Noise_IKpsk2_25519_AESGCM_SHA256``. The initiator knows the responder's static key
   from its allowlist and sends its own, encrypted; the responder checks it against the
   allowlist entry of the node name the initiator claims. One member can no longer speak
   as another. Without a codekey the pre-shared key is 32 zero bytes, as WireGuard does
@@ -36,7 +36,7 @@ unconfirmed responder session should not displace a confirmed one.
 
 Pure: no Twisted, no sockets, no clock. The handshake itself is the ``noiseprotocol``
 library (on ``cryptography``), checked against the published cacophony test vectors in
-``tests/wire/test_noise.py``; the transport uses ``cryptography``'s ChaCha20-Poly1305 with
+``tests/wire/test_noise.py``; the transport uses ``cryptography``'s AES-256-GCM (AES-NI) with
 the split keys and the Noise nonce encoding. Keys never appear in a repr.
 """
 
@@ -54,7 +54,7 @@ from enum import Enum
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import (
@@ -93,9 +93,9 @@ __all__ = [
     "public_key_text",
 ]
 
-PATTERN_PSK = "Noise_NNpsk0_25519_ChaChaPoly_SHA256"
-PATTERN_IDENTITY = "Noise_IKpsk2_25519_ChaChaPoly_SHA256"
-#: X25519 keys, pre-shared keys and ChaCha20-Poly1305 keys: 32 bytes.
+PATTERN_PSK = "Noise_NNpsk0_25519_AESGCM_SHA256"
+PATTERN_IDENTITY = "Noise_IKpsk2_25519_AESGCM_SHA256"
+#: X25519 keys, pre-shared keys and AES-256-GCM keys: 32 bytes.
 KEY_SIZE = 32
 #: How many counters behind the newest one a receiver still accepts (reordering).
 REPLAY_WINDOW = 2048
@@ -569,8 +569,8 @@ class SessionHandshake:
 
 
 def _nonce(counter: int) -> bytes:
-    # Noise's ChaChaPoly nonce: 32 zero bits, then the 64-bit counter little-endian.
-    return b"\0\0\0\0" + counter.to_bytes(8, "little")
+    # Noise's AESGCM nonce: 32 zero bits, then the 64-bit counter big-endian.
+    return b"\0\0\0\0" + counter.to_bytes(8, "big")
 
 
 class SessionTransport:
@@ -586,8 +586,8 @@ class SessionTransport:
     def __init__(
         self, send_key: bytes, recv_key: bytes, handshake_hash: bytes, *, confirmed: bool = True
     ) -> None:
-        self._send = ChaCha20Poly1305(send_key)
-        self._recv = ChaCha20Poly1305(recv_key)
+        self._send = AESGCM(send_key)
+        self._recv = AESGCM(recv_key)
         self._next = 0
         self._highest = -1  # the newest accepted counter (-1: none yet)
         self._seen = 0  # bit i set: counter (highest - i) accepted

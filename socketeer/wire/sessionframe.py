@@ -16,7 +16,7 @@ seals data after its Noise handshake::
     sk-sess:<session id: 16 hex digits>.<counter>
     content-length:<n>
 
-    ChaCha20-Poly1305(session key, counter; type, resource, seq, timestamp, body)
+    AES-256-GCM(session key, counter; type, resource, seq, timestamp, body)
 
 The clear headers are the associated data, so a broker that rewrites any of them (to pass a
 message off as another node's, or to another session) makes it fail. Keys are fresh per
