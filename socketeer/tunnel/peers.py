@@ -248,28 +248,20 @@ class PeerTable:
         peer.hello_sent = now
         return True
 
-    def opened(self, name: str, counter: int) -> bool:
-        """Whether stream ``counter`` of ``name`` was opened here (or is too old to tell)."""
+    def _opens_of(self, name: str, *, create: bool) -> SeenCounters | bool:
+        """The opened-counters window of our session with ``name``; or a verdict for every
+        counter: True (refuse: no session, or its window was forgotten), False (nothing
+        opened yet, and ``create`` is off)."""
         peer = self._peers.get(name)
         if peer is None or not peer.session:
             return True
         key = (name, peer.session)
         seen = self._opens.get(key)
         if seen is None:
-            return key in self._forgotten
-        return seen.seen_or_old(counter)
-
-    def first_open(self, name: str, counter: int) -> bool:
-        """Mark stream ``counter`` of our session with ``name`` opened; False if it was (or
-        is too old to tell)."""
-        peer = self._peers.get(name)
-        if peer is None or not peer.session:
-            return False
-        key = (name, peer.session)
-        seen = self._opens.get(key)
-        if seen is None:
             if key in self._forgotten:
-                return False  # its window was forgotten: an OPEN from it may have run
+                return True  # its window was forgotten: an OPEN from it may have run
+            if not create:
+                return False
             seen = self._opens[key] = SeenCounters()
             while len(self._opens) > MAX_OPEN_WINDOWS:
                 old, _ = self._opens.popitem(last=False)
@@ -277,7 +269,18 @@ class PeerTable:
                 if len(self._forgotten) > MAX_FORGOTTEN_WINDOWS:
                     self._forgotten.popitem(last=False)
         self._opens.move_to_end(key)
-        return seen.first(counter)
+        return seen
+
+    def opened(self, name: str, counter: int) -> bool:
+        """Whether stream ``counter`` of ``name`` was opened here (or is too old to tell)."""
+        seen = self._opens_of(name, create=False)
+        return seen if isinstance(seen, bool) else seen.seen_or_old(counter)
+
+    def first_open(self, name: str, counter: int) -> bool:
+        """Mark stream ``counter`` of our session with ``name`` opened; False if it was (or
+        is too old to tell, or there is no session)."""
+        seen = self._opens_of(name, create=True)
+        return False if isinstance(seen, bool) else seen.first(counter)
 
     def silence(self, name: str, now: float) -> float:
         """Seconds since ``name`` was last heard (0 for a peer never met)."""

@@ -71,6 +71,7 @@ from socketeer.wire.envelope import (
     WIRE_VERSION,
     Envelope,
     EnvelopeError,
+    MsgType,
     check_name,
     check_version,
     destination_for,
@@ -85,6 +86,8 @@ __all__ = [
     "SealRejected",
     "Sealer",
     "derive_master_key",
+    "pack_plain",
+    "unpack_plain",
     "sealer_for",
 ]
 
@@ -108,6 +111,35 @@ _PLAIN_HEAD = struct.Struct("!QQBH")  # seq, timestamp ms, len(type), len(resour
 # The sk-seal header: "<version>.<epoch>.<counter>"; the other clear headers are envelope's.
 _EPOCH_RE = re.compile(r"[0-9a-f]{32}\Z")
 _COUNTER_RE = re.compile(r"[1-9][0-9]{0,19}\Z")
+
+
+def pack_plain(env: Envelope) -> bytes:
+    """What a sealed message encrypts: sequence, timestamp, type, resource, body."""
+    kind = env.type.value.encode("ascii")
+    resource = env.resource.encode("ascii")
+    head = _PLAIN_HEAD.pack(env.seq, env.timestamp, len(kind), len(resource))
+    return b"".join((head, kind, resource, env.body))
+
+
+def unpack_plain(plain: bytes, what: str) -> tuple[int, int, MsgType, str, bytes]:
+    """``pack_plain`` undone: (seq, timestamp, type, resource, body); EnvelopeError if
+    ``plain`` is not one (``what`` names the kind of message in the error)."""
+    if len(plain) < _PLAIN_HEAD.size:
+        raise EnvelopeError(f"{what} too short")
+    seq, timestamp, type_len, res_len = _PLAIN_HEAD.unpack_from(plain)
+    start = _PLAIN_HEAD.size
+    end = start + type_len + res_len
+    if end > len(plain):
+        raise EnvelopeError(f"{what} truncated")
+    try:
+        type_name = plain[start : start + type_len].decode("ascii")
+        resource = plain[start + type_len : end].decode("ascii")
+    except UnicodeDecodeError:
+        raise EnvelopeError(f"unknown message type or bad resource id in {what}") from None
+    kind = message_type(type_name)
+    if not is_resource(resource):
+        raise EnvelopeError("invalid resource id")
+    return seq, timestamp, kind, resource, plain[end:]
 
 
 class SealRejected(EnvelopeError):
@@ -225,16 +257,7 @@ class Sealer:
         if cipher is None:
             cipher = _sender_key(self._master, env.source, env.incarnation, self.epoch)
             self._send_keys[(env.source, env.incarnation)] = cipher
-        kind = env.type.value.encode("ascii")
-        resource = env.resource.encode("ascii")
-        plain = b"".join(
-            (
-                _PLAIN_HEAD.pack(env.seq, env.timestamp, len(kind), len(resource)),
-                kind,
-                resource,
-                env.body,
-            )
-        )
+        plain = pack_plain(env)
         aad = _aad(
             self.topic,
             env.cluster,
@@ -305,23 +328,7 @@ class Sealer:
             raise SealRejected(
                 "auth", f"message claiming to be from node {src!r} failed authentication"
             ) from None
-        if len(plain) < _PLAIN_HEAD.size:
-            raise EnvelopeError("sealed message too short")
-        seq, timestamp, type_len, res_len = _PLAIN_HEAD.unpack_from(plain)
-        start = _PLAIN_HEAD.size
-        end = start + type_len + res_len
-        if end > len(plain):
-            raise EnvelopeError("sealed message truncated")
-        try:
-            type_name = plain[start : start + type_len].decode("ascii")
-            resource = plain[start + type_len : end].decode("ascii")
-        except UnicodeDecodeError:
-            raise EnvelopeError(
-                "unknown message type or bad resource id in sealed message"
-            ) from None
-        kind = message_type(type_name)
-        if not is_resource(resource):
-            raise EnvelopeError("invalid resource id")
+        seq, timestamp, kind, resource, payload = unpack_plain(plain, "sealed message")
         if self.max_age > 0 and abs(now * 1000 - timestamp) > self.max_age * 1000:
             raise SealRejected(
                 "stale",
@@ -336,7 +343,7 @@ class Sealer:
         else:
             self._windows.move_to_end(key)
         window.mark(n)
-        return Envelope(kind, cluster, src, dst, resource, seq, timestamp, inc, plain[end:], pinc)
+        return Envelope(kind, cluster, src, dst, resource, seq, timestamp, inc, payload, pinc)
 
     def rejected(self, error: Exception, now: float) -> Refusal | None:
         """Say what a message ``open`` refused counts as and whether to log it; None if

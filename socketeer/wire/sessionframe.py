@@ -47,10 +47,10 @@ from socketeer.wire.envelope import (
     check_version,
     destination_for,
     is_resource,
-    message_type,
     read_route,
 )
 from socketeer.wire.noise import SessionTransport
+from socketeer.wire.seal import pack_plain, unpack_plain
 
 __all__ = ["H_SESSION", "SessionFrame", "open_session_frame", "read_session_header", "seal"]
 
@@ -84,16 +84,7 @@ def seal(
 ) -> tuple[bytes, bytes, bytes]:
     """The SEND frame carrying ``env`` sealed in ``transport``'s session, in three pieces
     (head, sealed body, NUL), as ``envelope.encode_send_parts``."""
-    kind = env.type.value.encode("ascii")
-    resource = env.resource.encode("ascii")
-    plain = b"".join(
-        (
-            _PLAIN_HEAD.pack(env.seq, env.timestamp, len(kind), len(resource)),
-            kind,
-            resource,
-            env.body,
-        )
-    )
+    plain = pack_plain(env)
     sid = session_id(transport) if sid is None else sid
     counter = transport.sent
     # The counter is part of the associated data: seal() uses exactly this one.
@@ -186,21 +177,7 @@ def open_session_frame(
         clear.counter,
     )
     plain = transport.open(clear.counter, body, ad)
-    if len(plain) < _PLAIN_HEAD.size:
-        raise EnvelopeError("session message too short")
-    seq, timestamp, type_len, res_len = _PLAIN_HEAD.unpack_from(plain)
-    start = _PLAIN_HEAD.size
-    end = start + type_len + res_len
-    if end > len(plain):
-        raise EnvelopeError("session message truncated")
-    try:
-        type_name = plain[start : start + type_len].decode("ascii")
-        resource = plain[start + type_len : end].decode("ascii")
-    except UnicodeDecodeError:
-        raise EnvelopeError("bad message type or resource id in a session message") from None
-    kind = message_type(type_name)
-    if not is_resource(resource):
-        raise EnvelopeError("invalid resource id")
+    seq, timestamp, kind, resource, payload = unpack_plain(plain, "session message")
     return Envelope(
         kind,
         clear.cluster,
@@ -210,6 +187,6 @@ def open_session_frame(
         seq,
         timestamp,
         clear.incarnation,
-        plain[end:],
+        payload,
         clear.peer_incarnation,
     )
