@@ -95,6 +95,7 @@ H_SEAL = "sk-seal"
 VERSION = "2"
 #: How many message counters behind the newest one a receiver still accepts (reordering).
 REPLAY_WINDOW = 4096
+_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
 #: Senders (src, incarnation, epoch) whose replay window a receiver remembers.
 MAX_SENDERS = 4096
 #: A sender starts a new epoch (a new key) after this many messages.
@@ -199,7 +200,12 @@ class _Window:
     def mark(self, n: int) -> None:
         if n > self.highest:
             shift = n - self.highest
-            self.seen = ((self.seen << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            # A jump past the window forgets it at once: the cost never grows with the jump
+            # (a counter near 2**48 would otherwise make a 2**48-bit integer).
+            if shift >= REPLAY_WINDOW:
+                self.seen = 1
+            else:
+                self.seen = ((self.seen << shift) | 1) & _WINDOW_MASK
             self.highest = n
         else:
             self.seen |= 1 << (self.highest - n)

@@ -444,3 +444,14 @@ async def test_tampered_replayed_stale_and_foreign_messages_are_dropped():
         attacker.transport.loseConnection()
     finally:
         await relay.stop()
+
+
+def test_a_huge_counter_jump_costs_no_more_than_a_small_one():
+    """Issue 13 item 8: the replay window's cost must not grow with the counter's jump."""
+    from socketeer.wire.seal import REPLAY_WINDOW, _Window
+
+    window = _Window(cipher=None)
+    window.mark(5)
+    window.mark(2**47)  # a 2**47-bit shift would need 16 TiB
+    assert window.highest == 2**47 and window.seen.bit_length() <= REPLAY_WINDOW
+    assert not window.check(2**47) and window.check(2**47 + 1) and not window.check(5)
