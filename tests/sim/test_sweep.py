@@ -21,11 +21,8 @@ from .run import Outcome, run_seed, seed_count, sweep
 from .scenario import PROFILES, make_plan
 from .world import World
 
-#: Seeds per profile by default: about 2,800 runs in all, some 30 s on one core.
+#: Seeds per profile by default: 3,200 runs in all (8 profiles), about 45 s on one core.
 DEFAULT_SEEDS = 400
-
-#: Profiles that fail on the main branch before issue 13 (see the reasons); the sweep of
-#: each stays in CI as an expected failure until the new protocol passes it.
 
 
 @pytest.mark.timeout(600)
