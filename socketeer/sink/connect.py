@@ -137,9 +137,12 @@ class Sink:
         self.node.answer_resolve(env, None, OpenFailure.DENIED)
 
     def open(self, env: Envelope) -> None:
-        stream = self.node.accept_stream(env)
         try:
             params = env.params()
+        except ValueError:  # EnvelopeError: malformed parameters, refused just below
+            params = {}
+        stream = self.node.accept_stream(env, params)
+        try:
             host = params["host"]
             port = int(params["port"])
             kind = int(params.get("type", "0"))

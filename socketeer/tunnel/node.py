@@ -414,11 +414,12 @@ class Node:
             )
         return ""
 
-    def accept_stream(self, request: Envelope) -> Stream:
-        """A sink's side of a new stream, for the OPEN ``request`` (``Sink.open``)."""
+    def accept_stream(self, request: Envelope, params: dict[str, str] | None = None) -> Stream:
+        """A sink's side of a new stream, for the OPEN ``request`` (``Sink.open``), whose
+        ``params`` the caller may have read already."""
         window = self.stream_window(request.source)
         try:
-            asked = int(request.params().get("w", "0"))
+            asked = int((request.params() if params is None else params).get("w", "0"))
         except (ValueError, EnvelopeError):
             asked = 0
         if asked > 0:
@@ -950,9 +951,12 @@ class Node:
         rtt = self.peers.rtt(peer)
         return RTO_MIN if rtt is None else min(max(RTO_MIN, 4 * rtt), RTO_MAX)
 
-    def _heard(self, env: Envelope) -> None:
-        """Note that ``env.source`` is alive (liveness only; sessions change by handshake)."""
-        self.peers.heard(env.source, env.incarnation, self.clock.seconds(), env.timestamp)
+    def _heard(self, env: Envelope) -> float:
+        """Note that ``env.source`` is alive (liveness only; sessions change by handshake);
+        the time now."""
+        now = self.clock.seconds()
+        self.peers.heard(env.source, env.incarnation, now, env.timestamp)
+        return now
 
     def shutdown(self) -> None:
         """Service stop: every stream dies with the process; peers reset their side."""
@@ -1032,8 +1036,7 @@ class Node:
                 seq=env.seq,
                 size=len(env.body),
             )
-        if authentic:
-            self._heard(env)
+        now = self._heard(env) if authentic else 0.0
         if not env.resource:
             self._node_message(env, authentic)
             return
@@ -1061,6 +1064,8 @@ class Node:
             return
         stream = self._streams.get((env.source, env.resource))
         if stream is not None:
+            if authentic:
+                stream.last_rx = now
             stream.receive(env)
             return
         kind = env.type

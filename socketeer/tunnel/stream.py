@@ -508,8 +508,7 @@ class Stream:
     def receive(self, env: Envelope) -> None:
         if self._phase is Phase.CLOSED:
             return
-        self._heard = True
-        self.last_rx = self.host.seconds()
+        self._heard = True  # (the node sets ``last_rx``: it has the time already)
         kind = env.type
         if kind is MsgType.ACK:
             self._receive_ack(env)

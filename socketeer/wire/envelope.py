@@ -152,6 +152,23 @@ def is_resource(value: str) -> bool:
     return _RESOURCE.match(value) is not None
 
 
+#: Incarnation ids seen valid lately: every frame carries two, and a node talks to few.
+_VALID_IDS: set[str] = set()
+_MAX_VALID_IDS = 1024
+
+
+def _known_id(value: str) -> bool:
+    """``is_resource`` for incarnation ids, remembered (this runs twice per message)."""
+    if value in _VALID_IDS:
+        return True
+    if _RESOURCE.match(value) is None:
+        return False
+    if len(_VALID_IDS) >= _MAX_VALID_IDS:
+        _VALID_IDS.clear()
+    _VALID_IDS.add(value)
+    return True
+
+
 def message_type(value: str) -> MsgType:
     """The message type called ``value`` on the wire; EnvelopeError if there is none."""
     try:
@@ -265,7 +282,7 @@ def from_frame(frame: StompFrame) -> Envelope:
         raise EnvelopeError("invalid resource id")
     incarnation = headers.get(H_INC, "")
     peer_incarnation = headers.get(H_PINC, "")
-    if not (is_resource(incarnation) and is_resource(peer_incarnation)):
+    if not (_known_id(incarnation) and _known_id(peer_incarnation)):
         raise EnvelopeError("invalid incarnation id")
     return Envelope(
         type=kind,
