@@ -648,7 +648,8 @@ class Stream:
             else:
                 self._schedule_ack()
         elif kind is MsgType.EOF:
-            self._send_ack()
+            # Delayed like data: a CLOSE usually follows soon, and its ACK says it all.
+            self._schedule_ack()
             if self._half_closeable:
                 self.protocol.readConnectionLost()
             else:  # as a TCP transport does for a protocol that cannot half-close
