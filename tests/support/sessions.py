@@ -3,6 +3,8 @@ the messages a peer sends within a session, with a fake link and a Clock."""
 
 from __future__ import annotations
 
+from twisted.internet.task import Clock
+
 from socketeer.tunnel.node import Node
 from socketeer.wire.envelope import Envelope, MsgType, encode_params
 
@@ -68,3 +70,14 @@ def from_peer(
 def session_messages(link: Link) -> list[Envelope]:
     """What the node sent but node-level messages (handshakes, pings)."""
     return [e for e in link.sent if e.type not in NODE_LEVEL]
+
+
+def source_node(**kw) -> tuple[Node, Clock, Link]:
+    """Source node ``so`` (incarnation ``me``) on its channel, with a confirmed session with
+    sink node ``si`` (``p1``)."""
+    clock = Clock()
+    node = Node("c", "so", "t", clock, incarnation="me", **kw)
+    link = Link()
+    node.channel_ready(link)
+    hello_ok(node)
+    return node, clock, link

@@ -16,6 +16,7 @@ from socketeer.wire.seal import Sealer
 from socketeer.wire.stompframing import StompFrameParser
 
 from support.relay import Link
+from support.sessions import handshake
 
 
 class RecordingSink:
@@ -38,13 +39,6 @@ NOW = 1_800_000_000.0
 def frame_of(data: bytes):
     (frame,) = StompFrameParser("1.2", server=True).feed(data)
     return frame
-
-
-def handshake(node: Node, peer: str = "si", inc: str = "p1", window: int = 4 << 20) -> None:
-    """``peer`` (incarnation ``inc``) greets ``node``: the session is up."""
-    node.envelope_received(
-        Envelope(MsgType.HELLO, "c", peer, "*", "", 0, 0, inc, encode_params({"w": window}))
-    )
 
 
 def make_node(**kw) -> tuple[Node, Clock, Link]:

@@ -11,7 +11,7 @@ from socketeer.tunnel.resolve import PendingResolves, ResolveError, answer_body,
 from socketeer.wire.envelope import Envelope, MsgType
 
 from support.relay import Link
-from support.sessions import from_peer, handshake, hello_ok, session_messages
+from support.sessions import from_peer, handshake, hello_ok, session_messages, source_node
 
 
 def answer(
@@ -70,16 +70,6 @@ def test_bodies():
 
 def resolves(link: Link) -> list[Envelope]:
     return [e for e in link.sent if e.type is MsgType.RESOLVE]
-
-
-def source_node(**kw) -> tuple[Node, Clock, Link]:
-    """A source node on the channel, with a session with sink node ``si`` (``p1``)."""
-    clock = Clock()
-    node = Node("c", "so", "t", clock, incarnation="me", **kw)
-    link = Link()
-    node.channel_ready(link)
-    hello_ok(node)
-    return node, clock, link
 
 
 def test_node_resolves_through_its_peer():

@@ -14,18 +14,10 @@ from socketeer.wire.envelope import Envelope, MsgType, encode_params, encode_sen
 from socketeer.wire.stompframing import StompFrameParser
 
 from support.relay import Link
-from support.sessions import from_peer, handshake, hello_ok, session_messages
+from support.sessions import from_peer, handshake, hello_ok, session_messages, source_node
 from support.streams import HalfCloseTransport
 
-
-def source(**kw) -> tuple[Node, Clock, Link]:
-    """Source node ``so`` (``me``) with a confirmed session with ``si`` (``p1``)."""
-    clock = Clock()
-    node = Node("c", "so", "t", clock, incarnation="me", **kw)
-    link = Link()
-    node.channel_ready(link)
-    hello_ok(node)
-    return node, clock, link
+source = source_node
 
 
 def open_one(node: Node, port: int = 80) -> tuple[Stream, HalfCloseTransport]:
