@@ -10,7 +10,7 @@ twice and nothing on the data path changes when metrics are on:
 ``socketeer_streams_failed_total{reason}``  streams that could not open, by reason
                                             (``refused``, ``denied``, ``timeout``, ...)
 ``socketeer_streams_expired_total``         streams ended because their peer went silent
-``socketeer_streams{phase}``                streams now ``opening`` or ``open``
+``socketeer_streams{phase}``                streams now ``opening``, ``open`` or ``closing``
 ``socketeer_relayed_bytes_total{direction}`` payload bytes: ``out`` (read from local
                                             sockets, sent to peers), ``in`` (written to them)
 ``socketeer_messages_total{direction}``     tunnel messages sent (``out``) and received
@@ -94,7 +94,7 @@ class SocketeerCollector(Collector):
         closed = counter("socketeer_streams_closed", "Streams that ended after opening")
         failed = counter("socketeer_streams_failed", "Streams that could not open", ("reason",))
         expired = counter("socketeer_streams_expired", "Streams ended by a silent peer")
-        live = gauge("socketeer_streams", "Streams now opening or open", ("phase",))
+        live = gauge("socketeer_streams", "Streams now opening, open or closing", ("phase",))
         relayed = counter("socketeer_relayed_bytes", "Payload bytes relayed", ("direction",))
         messages = counter("socketeer_messages", "Tunnel messages", ("direction",))
         dropped = counter("socketeer_messages_dropped", "Messages dropped, by reason", ("reason",))
@@ -120,7 +120,7 @@ class SocketeerCollector(Collector):
             for reason, count in sorted(c.open_failed.items()):
                 failed.add_metric([*who, reason.value], count)
             expired.add_metric(who, c.streams_expired)
-            phases = {"opening": 0, "open": 0}
+            phases = {"opening": 0, "open": 0, "closing": 0}
             for s in n.streams:
                 phases[s.phase] = phases.get(s.phase, 0) + 1
             for phase, count in phases.items():

@@ -56,7 +56,7 @@ class StreamState:
     #: The local client's address (a source's), or "" (a sink's).
     client: str
     target: str
-    #: :class:`socketeer.tunnel.stream.Phase` value (``opening``, ``open``).
+    #: :class:`socketeer.tunnel.stream.Phase` value (``opening``, ``open``, ``closing``).
     phase: str
     sent: int
     received: int
