@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from socketeer.tunnel.node import RTO_MIN, SESSION_RESET_INTERVAL, Node
+from socketeer.tunnel.handshake import SESSION_RESET_INTERVAL
+from socketeer.tunnel.node import RTO_MIN, Node
 from socketeer.tunnel.reasons import OpenFailure
 from socketeer.tunnel.relay import SocketRelay
 from socketeer.tunnel.stream import DELAYED_ACK, Phase, Stream
