@@ -232,7 +232,11 @@ class PeerSessions:
         if self.keys is None:
             stats.malformed += 1
             return
-        if clear.cluster != self.cluster or clear.destination != self.name:
+        if (
+            clear.cluster != self.cluster
+            or clear.destination != self.name
+            or clear.source == self.name
+        ):
             stats.foreign += 1
             return
         keys = None

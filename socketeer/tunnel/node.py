@@ -744,8 +744,12 @@ class Node(PeerSessions):
             # With keys, a session's messages come sealed in it; anything else is refused.
             stats.seal_refused["outside-session"] += 1
             return
-        if env.source == self.name and env.incarnation == self.incarnation:
-            return  # our own broadcast
+        if env.source == self.name:
+            # Our own broadcast; or another process under our name (an earlier life of ours,
+            # a misconfiguration, an impostor): a node holds no session with its own name.
+            if env.incarnation != self.incarnation:
+                stats.foreign += 1
+            return
         self.envelope_received(env, authentic=self.keys is None)
 
     def _malformed(self, error: Exception) -> None:
