@@ -183,6 +183,8 @@ def _node_service(
         max_waiting=ss.max_pending_opens,
         max_streams=ss.max_streams,
         max_streams_per_peer=ss.max_streams_per_peer,
+        max_window=ss.max_window,
+        window_budget=ss.window_budget,
         sealer=sealer,
     )
     node.keys = session_keys(ss, node.incarnation)

@@ -69,6 +69,13 @@ DEFAULT_SPAWNING_SINK = False
 #: Bytes a stream may have in flight before it waits for the peer's acknowledgement.
 DEFAULT_WINDOW = 4 * 1024 * 1024
 WINDOW_RANGE = (64 * 1024, 64 * 1024 * 1024)
+#: Bytes a stream's window may grow to when it is what limits the stream (auto-tuning: a
+#: long fat link needs a window of its bandwidth times its round trip).
+DEFAULT_MAX_WINDOW = 64 * 1024 * 1024
+MAX_WINDOW_RANGE = (64 * 1024, 1024 * 1024 * 1024)
+#: Bytes all of a node's windows may grow by together, beyond their first windows.
+DEFAULT_WINDOW_BUDGET = 256 * 1024 * 1024
+WINDOW_BUDGET_RANGE = (0, 64 * 1024 * 1024 * 1024)
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds, a sink's outbound connection
 #: Seconds a source waits for the sink's answer to an OPEN (or a RESOLVE): a multiple of the
 #: connect timeout, so the sink's own connect timeout runs out first and its answer says why.

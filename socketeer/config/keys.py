@@ -116,6 +116,8 @@ SOURCESINK_KEYS = (
     "maxpendingopens",
     "maxstreams",
     "maxstreamsperpeer",
+    "maxwindow",
+    "windowbudget",
     "window",
     "socks4enabled",
     "socks5enabled",

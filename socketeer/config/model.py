@@ -30,11 +30,13 @@ from socketeer.config.defaults import (
     DEFAULT_MAX_PENDING_OPENS,
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_PEER,
+    DEFAULT_MAX_WINDOW,
     DEFAULT_PING_INTERVAL,
     DEFAULT_REQUIRE_ENCRYPTION,
     DEFAULT_SEAL_MAX_AGE,
     DEFAULT_SLOW_SUBSCRIBER_TIMEOUT,
     DEFAULT_SUBSCRIBER_QUEUE,
+    DEFAULT_WINDOW_BUDGET,
     OPEN_TIMEOUT_FACTOR,
 )
 from socketeer.policy import EMPTY_POLICY, Policy
@@ -172,6 +174,8 @@ class SourceSinkConfig:
     max_pending_opens: int = DEFAULT_MAX_PENDING_OPENS  # waiting for the channel, at most
     max_streams: int = DEFAULT_MAX_STREAMS  # live streams of this node, at most
     max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER  # with one peer node, at most
+    max_window: int = DEFAULT_MAX_WINDOW  # a stream's window grows to this, at most
+    window_budget: int = DEFAULT_WINDOW_BUDGET  # all windows' growth together, at most
     #: This node's static key for authenticated sessions (``identity``); None: none.
     identity: Identity | None = None
     #: ``peerkeys``: node name -> raw X25519 public key of the nodes it may hold sessions

@@ -23,14 +23,18 @@ from socketeer.config.defaults import (
     DEFAULT_MAX_PENDING_OPENS,
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_PEER,
+    DEFAULT_MAX_WINDOW,
     DEFAULT_PING_INTERVAL,
     DEFAULT_SOCKS4_ENABLED,
     DEFAULT_SOCKS5_ENABLED,
     DEFAULT_SPAWNING_SINK,
     DEFAULT_WINDOW,
+    DEFAULT_WINDOW_BUDGET,
     FIXED_TYPES,
     MAX_PENDING_OPENS_RANGE,
     MAX_STREAMS_RANGE,
+    MAX_WINDOW_RANGE,
+    WINDOW_BUDGET_RANGE,
     WINDOW_RANGE,
 )
 from socketeer.config.endpoints import listen_endpoint, read_interface
@@ -133,6 +137,18 @@ def sourcesink_config(props: Properties, sid: str, warnings: list[str]) -> Sourc
     keys = peer_keys(props, k("peerkeys"), warnings)
     check_identity(props, k("identity"), k("peerkeys"), identity, keys, nodename, peernode)
 
+    window = props.integer(k("window"), DEFAULT_WINDOW, *WINDOW_RANGE, " (bytes)")
+    max_window = props.integer(
+        k("maxwindow"), max(DEFAULT_MAX_WINDOW, window), *MAX_WINDOW_RANGE, " (bytes)"
+    )
+    if max_window < window:
+        raise ConfigError(
+            props.path,
+            f"{k('maxwindow')} ({max_window}) is smaller than {k('window')} ({window})",
+            line=props.line(k("maxwindow")),
+            key=k("maxwindow"),
+            allowed=f"at least the window, {window} bytes",
+        )
     return SourceSinkConfig(
         id=sid,
         clustername=clustername,
@@ -145,7 +161,7 @@ def sourcesink_config(props: Properties, sid: str, warnings: list[str]) -> Sourc
         fixed_port=fixed_port,
         fixed_type=fixed_type,
         connect_timeout=props.positive_float(k("connecttimeout"), DEFAULT_CONNECT_TIMEOUT),
-        window=props.integer(k("window"), DEFAULT_WINDOW, *WINDOW_RANGE, " (bytes)"),
+        window=window,
         proxy=proxy,
         grace_period=props.positive_float(k("graceperiod"), DEFAULT_GRACE_PERIOD),
         ping_interval=props.positive_float(k("pinginterval"), DEFAULT_PING_INTERVAL),
@@ -155,6 +171,10 @@ def sourcesink_config(props: Properties, sid: str, warnings: list[str]) -> Sourc
         max_streams=props.integer(k("maxstreams"), DEFAULT_MAX_STREAMS, *MAX_STREAMS_RANGE),
         max_streams_per_peer=props.integer(
             k("maxstreamsperpeer"), DEFAULT_MAX_STREAMS_PER_PEER, *MAX_STREAMS_RANGE
+        ),
+        max_window=max_window,
+        window_budget=props.integer(
+            k("windowbudget"), DEFAULT_WINDOW_BUDGET, *WINDOW_BUDGET_RANGE, " (bytes)"
         ),
         identity=identity,
         peer_keys=keys,

@@ -31,9 +31,11 @@ from socketeer.config.defaults import (
     DEFAULT_MAX_PENDING_OPENS,
     DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_PEER,
+    DEFAULT_MAX_WINDOW,
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_WINDOW,
+    DEFAULT_WINDOW_BUDGET,
 )
 from socketeer.tunnel.handshake import HANDSHAKES, PeerSessions
 from socketeer.tunnel.peers import Liveness, PeerTable
@@ -143,6 +145,8 @@ class Node(PeerSessions):
         max_streams: int = DEFAULT_MAX_STREAMS,
         max_streams_per_peer: int = DEFAULT_MAX_STREAMS_PER_PEER,
         keys: SessionKeys | None = None,
+        max_window: int = DEFAULT_MAX_WINDOW,
+        window_budget: int = DEFAULT_WINDOW_BUDGET,
     ) -> None:
         self.cluster = check_name(cluster, "cluster name")
         self.name = check_name(name, "node name")
@@ -157,6 +161,11 @@ class Node(PeerSessions):
         self._streams = StreamRegistry()
         self.peers = PeerTable(grace=grace, ping_interval=ping_interval, busy=self._busy_peer)
         self.max_streams = max_streams
+        #: Window auto-tuning: each stream's window may grow up to ``max_window``; what all
+        #: streams grew beyond their first window adds up to ``window_budget`` at most.
+        self.max_window = max(max_window, window)
+        self.window_budget = window_budget
+        self._grown = 0
         self.max_streams_per_peer = max_streams_per_peer
         #: (peer, incarnation) told lately that we have no session with it: when.
         self._told_stale: OrderedDict[tuple[str, str], float] = OrderedDict()
@@ -237,6 +246,14 @@ class Node(PeerSessions):
     def window_violated(self, stream: Stream) -> None:
         self.stats.window_violations += 1
 
+    def grow_window(self, stream: Stream, wanted: int) -> int:
+        """Bytes ``stream``'s window may grow by (``wanted`` at most), from the budget."""
+        granted = max(0, min(wanted, self.window_budget - self._grown))
+        self._grown += granted
+        if granted:
+            self.stats.windows_grown += 1
+        return granted
+
     def send_stream_message(
         self, stream: Stream, kind: MsgType, seq: int, body: bytes = b""
     ) -> None:
@@ -255,6 +272,7 @@ class Node(PeerSessions):
 
     def stream_done(self, stream: Stream) -> None:
         self._streams.ended(stream)
+        self._grown -= stream.grown  # its share of the window budget is free again
         waiting = self._waiting.pop(stream.key, None)
         if waiting is not None and waiting.active():
             waiting.cancel()  # the client gave up while the OPEN waited for the channel
@@ -355,6 +373,7 @@ class Node(PeerSessions):
             client=client,
             peer_incarnation=self._usable_session(peer),
         )
+        stream.max_window = max(stream.window, self.max_window)  # the OPEN_OK's mw settles it
         self.stats.streams_opened += 1
         limit = self._stream_limit(peer)
         if limit:
@@ -362,7 +381,9 @@ class Node(PeerSessions):
             stream.fail(OpenFailure.LIMIT, limit, notify_peer=False)
             return stream
         self.add_stream(stream)
-        body = encode_params({"host": host, "port": port, "type": kind, "w": self.window})
+        body = encode_params(
+            {"host": host, "port": port, "type": kind, "w": self.window, "mw": self.max_window}
+        )
         stream.open_timer = self.clock.callLater(
             timeout, stream.fail, OpenFailure.NO_SINK, f"no answer from node {peer}"
         )
@@ -411,7 +432,7 @@ class Node(PeerSessions):
             asked = 0
         if asked > 0:
             window = min(window, asked)
-        return Stream(
+        stream = Stream(
             self,
             request.source,
             request.resource,
@@ -419,6 +440,9 @@ class Node(PeerSessions):
             rx_seq=1,
             peer_incarnation=request.incarnation,
         )
+        stream.max_window = self.max_window
+        stream._agree_max_window(request)
+        return stream
 
     def resolve(
         self, peer: str, name: str, *, reverse: bool = False, timeout: float = DEFAULT_OPEN_TIMEOUT

@@ -68,6 +68,8 @@ class NodeStats:
     repeated_opens: int = 0
     #: HELLOs not answered with a handshake because too many were started that second.
     handshake_limit: int = 0
+    #: Windows that grew (auto-tuning: the window limited a stream whose reader kept up).
+    windows_grown: int = 0
     #: Connections and streams a policy refused, by rule.
     denied: Counter[str] = field(default_factory=Counter)
     #: Streams that could not open, by reason.
@@ -111,6 +113,7 @@ EVENTS = {
     "session_resets": "session-resets",
     "repeated_opens": "repeated-opens",
     "handshake_limit": "handshake-limit",
+    "windows_grown": "windows-grown",
 }
 #: The label of a sealed message refused for ``reason``, among the dropped ones.
 SEAL_PREFIX = "seal-"
@@ -145,6 +148,7 @@ class Counts:
     stale_session: int = 0
     repeated_opens: int = 0
     handshake_limit: int = 0
+    windows_grown: int = 0
     denied: Mapping[str, int] = field(default_factory=dict)
     open_failed: Mapping[OpenFailure, int] = field(default_factory=dict)
     seal_refused: Mapping[str, int] = field(default_factory=dict)

@@ -54,6 +54,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -72,7 +73,7 @@ from zope.interface import implementer
 
 from socketeer import fastwrite
 from socketeer.tunnel.reasons import OpenFailure
-from socketeer.wire.envelope import Envelope, MsgType, encode_params
+from socketeer.wire.envelope import Envelope, EnvelopeError, MsgType, encode_params
 
 #: Messages that may wait in a reorder buffer; one more early message is dropped (its
 #: sender resends it), so a broken or hostile peer cannot make a stream hold more.
@@ -126,11 +127,23 @@ class StreamAddress:
     resource: str
 
 
-def parse_ack(body: bytes) -> tuple[int, int, str] | None:
-    """An ACK's ``n``, ``s`` and ``r`` (per message, so not through ``parse_qsl``); None if
-    it is malformed. Keys it does not know are ignored, as ``decode_params`` would."""
-    consumed = received = 0
+class Ack(NamedTuple):
+    """An ACK's fields: ``n`` consumed, ``s`` next expected, ``r`` resync, ``w`` the window
+    the receiver grants now (0: unchanged), ``b`` the sender is blocked on credit."""
+
+    consumed: int
+    received: int
+    resync: str
+    window: int
+    blocked: bool
+
+
+def parse_ack(body: bytes) -> Ack | None:
+    """An ACK's fields (per message, so not through ``parse_qsl``); None if it is malformed.
+    Keys it does not know are ignored, as ``decode_params`` would."""
+    consumed = received = window = 0
     resync = ""
+    blocked = False
     try:
         for pair in body.split(b"&"):
             key, _, value = pair.partition(b"=")
@@ -140,11 +153,15 @@ def parse_ack(body: bytes) -> tuple[int, int, str] | None:
                 received = int(value)
             elif key == b"r":
                 resync = value.decode("ascii")
+            elif key == b"w":
+                window = int(value)
+            elif key == b"b":
+                blocked = value == b"1"
     except (ValueError, UnicodeDecodeError):
         return None
-    if consumed < 0 or received < 0:
+    if consumed < 0 or received < 0 or window < 0:
         return None
-    return consumed, received, resync
+    return Ack(consumed, received, resync, window, blocked)
 
 
 class WindowViolation(Exception):
@@ -173,7 +190,13 @@ class Stream:
         self.host = host
         self.peer = peer
         self.resource = resource
+        #: The window we may send into (what the peer granted), and the one we grant; both
+        #: start at the negotiated window, and grow (auto-tuning) up to ``max_window``.
         self.window = window
+        self.rx_window = window
+        self.max_window = window
+        self._base_window = window
+        self._blocked_asked = -1  # _tx_bytes when we last told the peer we were blocked
         self.target = target
         self.client = client
         self._phase = Phase.OPENING
@@ -268,7 +291,7 @@ class Stream:
         """The handshake with the peer is done: the stream's messages, held until now (none
         has left), go out in the session, within the window it settled."""
         self.peer_incarnation = incarnation
-        self.window = min(self.window, window)
+        self.window = self.rx_window = self._base_window = min(self.window, window)
         held = self._outbox
         if held:
             self._tx_seq = held[0][0]
@@ -286,13 +309,49 @@ class Stream:
             if kind is MsgType.DATA:
                 room = self.window - (self._tx_bytes - self._peer_consumed)
                 if room <= 0:
+                    self._ask_for_window()
                     return
                 if len(body) > room:
                     unsent[0] = (kind, body[room:])
                     self._send_now(kind, body[:room])
+                    self._ask_for_window()
                     return
             unsent.popleft()
             self._send_now(kind, body)
+
+    @property
+    def grown(self) -> int:
+        """Bytes our granted window grew by (from the node's window budget)."""
+        return self.rx_window - self._base_window
+
+    def _agree_max_window(self, env: Envelope) -> None:
+        """The peer's cap (``mw`` in its OPEN or OPEN_OK): windows grow up to the smaller
+        one. A peer that names none (or a node without auto-tuning) keeps the window fixed."""
+        try:
+            theirs = int(env.params().get("mw", "0"))
+        except (ValueError, EnvelopeError):
+            theirs = 0
+        self.max_window = max(self._base_window, min(self.max_window, theirs))
+
+    def _ask_for_window(self) -> None:
+        """We wait for credit with data to send: tell the peer (once per window's worth),
+        which grows the window if its reader keeps up (``docs/protocol.rst``)."""
+        if self.window >= self.max_window or self._tx_bytes - self._blocked_asked < self.window:
+            return
+        self._blocked_asked = self._tx_bytes
+        body = f"n={self._acked}&s={self._rx_seq}&b=1".encode("ascii")
+        self.host.send_stream_message(self, MsgType.ACK, 0, body)
+
+    def _grow(self) -> None:
+        """The peer waits for our credit while our reader keeps up: the window is the
+        bottleneck. Double what we grant, as far as the cap and the node's budget allow."""
+        if self._consumer_paused or self.rx_window >= self.max_window:
+            return
+        wanted = min(self.rx_window * 2, self.max_window) - self.rx_window
+        granted = self.host.grow_window(self, wanted) if hasattr(self.host, "grow_window") else 0
+        if granted > 0:
+            self.rx_window += granted
+            self._send_ack()
 
     def _send_ack(self, resync: int = 0) -> None:
         # n: payload bytes consumed (flow control credit); s: next sequence number expected
@@ -307,6 +366,8 @@ class Stream:
             if resync
             else (f"n={self._acked}&s={self._rx_seq}")
         )
+        if self.rx_window > self._base_window:  # w: the window we grant, once grown
+            body += f"&w={self.rx_window}"
         self.host.send_stream_message(self, MsgType.ACK, 0, body.encode("ascii"))
 
     def acknowledge(self) -> None:
@@ -373,7 +434,8 @@ class Stream:
         if self._phase is not Phase.OPENING:
             return
         self._phase = Phase.OPEN
-        self.send(MsgType.OPEN_OK, encode_params({"host": host, "port": port}))
+        params = {"host": host, "port": port, "mw": self.max_window}
+        self.send(MsgType.OPEN_OK, encode_params(params))
 
     def refuse(self, reason: OpenFailure, message: str, *, detail: str | None = None) -> None:
         """The sink cannot open the stream: answer OPEN_FAIL with ``message``, and end here.
@@ -477,15 +539,14 @@ class Stream:
         producer = self._producer
         if producer is None:
             return
-        pause = (
-            not self.live
-            or self.host.channel_paused
-            or self.sent - self._peer_consumed >= self.window
-        )
+        spent = self.sent - self._peer_consumed >= self.window
+        pause = not self.live or self.host.channel_paused or spent
         if pause != self._reading_paused:
             self._reading_paused = pause
             if pause:
                 producer.pauseProducing()
+                if spent and self.live:
+                    self._ask_for_window()  # the window, not the channel, stops us
             else:
                 producer.resumeProducing()
 
@@ -528,7 +589,7 @@ class Stream:
                 return
             if seq not in self._reorder and len(self._reorder) < MAX_REORDER:
                 size = len(env.body)
-                if self._received + self._reorder_bytes + size - self._acked > self.window:
+                if self._received + self._reorder_bytes + size - self._acked > self.rx_window:
                     self._violated()
                     return
                 self._reorder[seq] = env
@@ -548,7 +609,7 @@ class Stream:
         self._rx_seq += 1
         if env.type is MsgType.DATA:
             self._received += len(env.body)
-            if self._received - self._acked > self.window:
+            if self._received - self._acked > self.rx_window:
                 self._violated()
                 return False
         self._handle(env)
@@ -560,7 +621,7 @@ class Stream:
             " bytes; resetting the stream",
             resource=self.resource,
             peer=self.peer,
-            window=self.window,
+            window=self.rx_window,
         )
         violations = getattr(self.host, "window_violated", None)
         if violations is not None:
@@ -571,7 +632,13 @@ class Stream:
         parsed = parse_ack(env.body)
         if parsed is None:
             return
-        consumed, received, resync = parsed
+        consumed, received, resync, granted, blocked = parsed
+        if granted > self.window:  # the peer grants a larger window (auto-tuning)
+            self.window = min(granted, self.max_window)
+            self._pump()
+            self.update_reading()
+        if blocked:
+            self._grow()
         outbox = self._outbox
         popped = False
         while outbox and outbox[0][0] < received:
@@ -610,6 +677,7 @@ class Stream:
             if self._phase is Phase.OPENING:
                 self._phase = Phase.OPEN
                 self._cancel_open_timer()
+                self._agree_max_window(env)
                 # The answer proves the OPEN arrived: it leaves the outbox. Ours is not on
                 # the connect's critical path: the client hears first, the ACK follows soon.
                 outbox = self._outbox
@@ -643,7 +711,7 @@ class Stream:
             self.delivered += len(env.body)
             if self._consumer_paused:
                 self._schedule_ack()  # says what arrived (s), grants no credit
-            elif self.delivered - self._acked >= self.window // 4:
+            elif self.delivered - self._acked >= self.rx_window // 4:
                 self._send_ack()
             else:
                 self._schedule_ack()

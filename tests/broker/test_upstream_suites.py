@@ -231,12 +231,25 @@ async def run_pytest(name: str, args: list[str], env: dict[str, str], cwd: Path)
 
 
 async def run_all(jobs: list) -> list[Outcome]:
-    """Run the (name, coroutine factory) jobs, at most CONCURRENCY at once."""
+    """Run the (name, coroutine factory) jobs, at most CONCURRENCY at once; a job that
+    failed runs once more, alone (some upstream tests are timing-sensitive on a loaded
+    machine: a failure that is ours fails again, and both outputs are kept)."""
     gate = defer.DeferredSemaphore(CONCURRENCY)
-    return await defer.gatherResults(
+    outcomes = await defer.gatherResults(
         [gate.run(lambda job=job: defer.ensureDeferred(job())) for job in jobs],
         consumeErrors=True,
     )
+    for i, (job, outcome) in enumerate(zip(jobs, outcomes, strict=True)):
+        if outcome.failed:
+            again = await job()
+            if again.failed:
+                outcomes[i] = again._replace(
+                    output=outcome.output + "\n--- again ---\n" + again.output
+                )
+            else:
+                print(f"upstream: {outcome.name} failed once under load, passed alone")
+                outcomes[i] = again
+    return outcomes
 
 
 def check(outcomes: list[Outcome], at_least: int) -> None:

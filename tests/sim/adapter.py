@@ -66,6 +66,8 @@ class NodeParams:
     """Per-node settings, scaled down so that simulated minutes pass in milliseconds."""
 
     window: int = 16 * 1024
+    #: How far auto-tuning may grow a stream's window (the node's ``maxwindow``).
+    growth: int = 4
     grace: float = 10.0
     ping_interval: float = 2.0
     open_timeout: float = 10.0
@@ -107,6 +109,7 @@ def new_node(
         topic,
         clock,
         window=params.window,
+        max_window=params.window * params.growth,
         incarnation=incarnation,
         grace=params.grace,
         ping_interval=params.ping_interval,

@@ -297,10 +297,10 @@ class World:
         for process in self.processes.values():
             if not process.alive:
                 continue
-            mine = process.params.window
+            mine = process.params.window * process.params.growth
             for view in adapter.live_streams(process.node):
                 peer = self.processes.get(view.peer)
-                theirs = peer.params.window if peer is not None else mine
+                theirs = peer.params.window * peer.params.growth if peer is not None else mine
                 limit = min(mine, theirs) + slack
                 for what in ("outbox", "reorder", "pending"):
                     size = getattr(view, what)
@@ -316,7 +316,7 @@ class World:
     def check_buffers(self) -> None:
         """What a slow reader made pile up: at most about one window (the largest in the
         run: a receiver grants its own), never one more per reconnect."""
-        window = max(p.window for p in self.plan.params.values())
+        window = max(p.window * p.growth for p in self.plan.params.values())
         limit = window + HIGH_WATER + READ_SIZE + 4096
         for process in self.processes.values():
             for sock in process.all_sockets:

@@ -399,9 +399,13 @@ def test_the_session_narrows_the_window_of_a_stream_that_waited_for_it():
     host.sent.clear()
     stream.start_session("p1", 500)
     assert stream.peer_incarnation == "p1" and stream.window == 500
-    assert host.sent == [(MsgType.OPEN, 0, b"host=h&port=1"), (MsgType.DATA, 1, b"a" * 500)]
+    assert host.sent == [
+        (MsgType.OPEN, 0, b"host=h&port=1"),
+        (MsgType.DATA, 1, b"a" * 500),
+        (MsgType.ACK, 0, b"n=0&s=0&b=1"),  # blocked on credit below its cap: it says so
+    ]
     stream.receive(env(MsgType.ACK, 0, encode_params({"n": 500, "s": 2})))
-    assert host.sent[2:] == [(MsgType.DATA, 2, b"a" * 300)]
+    assert host.sent[3:] == [(MsgType.DATA, 2, b"a" * 300)]
 
 
 # -- closing: CLOSING until the peer has our CLOSE ------------------------------------------
@@ -477,3 +481,79 @@ def test_shutdown_resets_both_ends_rather_than_closing_cleanly():
     stream.shutdown()
     assert host.sent == [(MsgType.RESET, 0, b"")]
     assert transport.aborted
+
+
+# -- window auto-tuning ----------------------------------------------------------------------
+
+
+class Budget:
+    """A node's window budget, for a FakeHost: ``left`` bytes of growth remain."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def grow_window(self, stream: Stream, wanted: int) -> int:
+        granted = min(wanted, self.left)
+        self.left -= granted
+        return granted
+
+
+def test_a_sender_blocked_on_credit_says_so_once_per_window():
+    host, stream, transport = make(window=1000)
+    stream.max_window = 8000
+    stream.write(b"x" * 2500)  # 1000 go, 1500 wait for credit
+    blocked = [b for k, _, b in host.sent if k is MsgType.ACK]
+    assert blocked == [b"n=0&s=0&b=1"]
+    stream.write(b"y")  # still blocked within the same window: not again
+    assert len([k for k, _, _ in host.sent if k is MsgType.ACK]) == 1
+
+
+def test_a_blocked_sender_with_a_reader_that_keeps_up_gets_a_doubled_window():
+    host, stream, transport = make(window=1000)
+    host.grow_window = Budget(10_000).grow_window
+    stream.max_window = 3000
+    stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))  # the peer waits for our credit
+    assert stream.rx_window == 2000
+    assert host.acks()[-1]["w"] == "2000"
+    stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))
+    assert stream.rx_window == 3000  # the cap
+    stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))
+    assert stream.rx_window == 3000 and stream.grown == 2000
+
+
+def test_no_growth_while_our_reader_is_slow_or_the_budget_is_spent():
+    host, stream, transport = make(window=1000)
+    budget = Budget(500)
+    host.grow_window = budget.grow_window
+    stream.max_window = 8000
+    stream.pauseProducing()  # the local socket is full: the window is not the bottleneck
+    stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))
+    assert stream.rx_window == 1000
+    stream.resumeProducing()
+    stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))
+    assert stream.rx_window == 1500 and budget.left == 0  # what the budget had left
+
+
+def test_a_granted_window_lets_the_sender_send_more_and_the_receiver_enforces_the_grant():
+    host, stream, transport = make(window=1000)
+    stream.max_window = 4000
+    stream.write(b"x" * 3000)
+    assert sum(len(b) for k, _, b in host.sent if k is MsgType.DATA) == 1000
+    stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&w=3000"))  # the peer grants 3000
+    assert sum(len(b) for k, _, b in host.sent if k is MsgType.DATA) == 3000
+    # A grant beyond our own cap is capped.
+    stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&w=100000"))
+    assert stream.window == 4000
+    # The receiver: what it grew it enforces; past it, the stream is reset.
+    host2, receiver, _ = make(window=1000)
+    host2.grow_window = Budget(10_000).grow_window
+    receiver.max_window = 4000
+    receiver.pauseProducing()  # nothing acknowledged meanwhile
+    receiver.resumeProducing()
+    receiver.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))
+    assert receiver.rx_window == 2000
+    receiver.pauseProducing()
+    receiver.receive(env(MsgType.DATA, 0, b"d" * 2000))
+    assert receiver.phase is not Phase.CLOSED
+    receiver.receive(env(MsgType.DATA, 1, b"d"))
+    assert receiver.phase is Phase.CLOSED and host2.violations == [receiver]
