@@ -1,6 +1,6 @@
 """Bounded memory under a slow reader: 1 GiB from a fast writer to a reader at 1 MiB/s.
 
-    python bench/flowcontrol.py [--seconds 20] [--size-mib 1024] [--rate-mib 1]
+    python -m bench.flowcontrol [--seconds 20] [--size-mib 1024] [--rate-mib 1]
 
 Starts the embedded broker, a sink and a source as three ``twistd socketeer`` processes on
 loopback, a target that writes ``--size-mib`` as fast as it can, and a client that reads
@@ -15,23 +15,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from bench.sites import free_port, start_twistd, stop_all, wait_port
+
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_kib(pid: int) -> int:
@@ -39,16 +33,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def wait_port(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"port {port} did not open")
 
 
 def target_server(port: int, size: int, digest: list) -> threading.Thread:
@@ -96,20 +80,10 @@ def main() -> None:
         f"socketeer.sourcesink.so.serverport={forward}\nsocketeer.sourcesink.so.peernode=si\n"
         f"socketeer.sourcesink.so.fixedHost=127.0.0.1\nsocketeer.sourcesink.so.fixedPort={target}\n",
     }
-    twistd = str(Path(sys.executable).with_name("twistd"))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs: dict[str, subprocess.Popen] = {}
     try:
         for name, text in configs.items():
-            path = tmp / f"{name}.properties"
-            path.write_text(text)
-            procs[name] = subprocess.Popen(
-                [twistd, "-n", "--pidfile=", "socketeer", "-c", str(path)],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            procs[name] = start_twistd(tmp / f"{name}.properties", text)
             if name == "broker":
                 wait_port(broker, time.monotonic() + 30)
         wait_port(forward, time.monotonic() + 30)
@@ -158,14 +132,7 @@ def main() -> None:
         if not ok:
             raise SystemExit(1)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs.values())
 
 
 if __name__ == "__main__":

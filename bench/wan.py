@@ -16,34 +16,17 @@ from __future__ import annotations
 import argparse
 import heapq
 import os
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from bench.sites import free_port, start_twistd, stop_all, wait_port
+
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"port {port} did not open")
 
 
 class DelayRelay:
@@ -170,22 +153,10 @@ def run_site(tuned: bool, delay: float, size: int, tmp: Path) -> float:
         "socketeer.sourcesink.so.fixedHost=127.0.0.1\n"
         f"socketeer.sourcesink.so.fixedPort={target}\n" + off.format(id="so"),
     }
-    twistd = str(Path(sys.executable).with_name("twistd"))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = []
     try:
         for name, text in configs.items():
-            path = tmp / f"{name}-{tuned}.properties"
-            path.write_text(text)
-            procs.append(
-                subprocess.Popen(
-                    [twistd, "-n", "--pidfile=", "socketeer", "-c", str(path)],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            procs.append(start_twistd(tmp / f"{name}-{tuned}.properties", text))
             if name == "siteB":
                 wait_port(broker, time.monotonic() + 30)
         wait_port(forward, time.monotonic() + 30)
@@ -193,14 +164,7 @@ def run_site(tuned: bool, delay: float, size: int, tmp: Path) -> float:
         upload(forward, 1 * MiB)  # warm: the session and the first stream
         return upload(forward, size)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 def main() -> None:
