@@ -1,7 +1,7 @@
 """Peer sessions authenticated with the Noise Protocol Framework, the way WireGuard does it.
 
 A session between two node incarnations starts with one Noise handshake round trip
-(HELLO carries message 1, HELLO_OK message 2) and then protects its messages with the two
+(HANDSHAKE carries message 1, HANDSHAKE_OK message 2) and then protects its messages with the two
 transport keys the handshake split. Which pattern runs depends on what is configured:
 
 * a channel ``codekey`` only: ``Noise_NNpsk0_25519_AESGCM_SHA256``. Both ends prove
@@ -416,8 +416,9 @@ class SessionHandshake:
         identity: Identity | None = None,
         peer_keys: Mapping[str, bytes] | None = None,
     ) -> SessionHandshake:
-        """The side that sends HELLO. With an identity, ``peer_keys`` must list the
-        responder (UnknownPeer otherwise): IK encrypts to its static key."""
+        """The side that starts the handshake (HANDSHAKE, having heard the peer's HELLO).
+        With an identity, ``peer_keys`` must list the responder (UnknownPeer otherwise): IK
+        encrypts to its static key."""
         return cls(
             initiator=True,
             prologue=prologue.encode(),
@@ -436,7 +437,7 @@ class SessionHandshake:
         identity: Identity | None = None,
         peer_keys: Mapping[str, bytes] | None = None,
     ) -> SessionHandshake:
-        """The side that answers a HELLO with HELLO_OK."""
+        """The side that answers a HANDSHAKE with HANDSHAKE_OK."""
         return cls(
             initiator=False,
             prologue=prologue.encode(),
