@@ -197,6 +197,7 @@ class Stream:
         self.max_window = window
         self._base_window = window
         self._blocked_asked = -1  # _tx_bytes when we last told the peer we were blocked
+        self._grew_at = 0  # _received when our grant last grew
         self.target = target
         self.client = client
         self._phase = Phase.OPENING
@@ -292,6 +293,7 @@ class Stream:
         has left), go out in the session, within the window it settled."""
         self.peer_incarnation = incarnation
         self.window = self.rx_window = self._base_window = min(self.window, window)
+        self._blocked_asked = -1  # a b=1 said before the session was never sent
         held = self._outbox
         if held:
             self._tx_seq = held[0][0]
@@ -345,8 +347,17 @@ class Stream:
     def _grow(self) -> None:
         """The peer waits for our credit while our reader keeps up: the window is the
         bottleneck. Double what we grant, as far as the cap and the node's budget allow."""
-        if self._consumer_paused or self.rx_window >= self.max_window:
+        if (
+            self._consumer_paused
+            or self.rx_window >= self.max_window
+            or self._phase is not Phase.OPEN
+            or self.protocol is None
+            # Evidence, not only the word: half a window arrived since we last grew it
+            # (a repeated or idle ``b=1`` grows nothing).
+            or self._received - self._grew_at < self.rx_window // 2
+        ):
             return
+        self._grew_at = self._received
         wanted = min(self.rx_window * 2, self.max_window) - self.rx_window
         granted = self.host.grow_window(self, wanted) if hasattr(self.host, "grow_window") else 0
         if granted > 0:

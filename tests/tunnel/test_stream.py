@@ -508,15 +508,30 @@ def test_a_sender_blocked_on_credit_says_so_once_per_window():
     assert len([k for k, _, _ in host.sent if k is MsgType.ACK]) == 1
 
 
+def open_with_data(stream: Stream, size: int) -> int:
+    """The stream is open (the peer's cap as high as ours) and ``size`` bytes arrived; the
+    next sequence number."""
+    stream.receive(env(MsgType.OPEN_OK, 0, b"mw=%d" % stream.max_window))
+    stream.receive(env(MsgType.DATA, 1, b"d" * size))
+    return 2
+
+
 def test_a_blocked_sender_with_a_reader_that_keeps_up_gets_a_doubled_window():
     host, stream, transport = make(window=1000)
     host.grow_window = Budget(10_000).grow_window
     stream.max_window = 3000
+    stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))  # not open, nothing arrived: no
+    assert stream.rx_window == 1000
+    seq = open_with_data(stream, 600)
     stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))  # the peer waits for our credit
     assert stream.rx_window == 2000
     assert host.acks()[-1]["w"] == "2000"
+    stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))  # said again: no new evidence
+    assert stream.rx_window == 2000
+    stream.receive(env(MsgType.DATA, seq, b"d" * 1000))
     stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))
     assert stream.rx_window == 3000  # the cap
+    stream.receive(env(MsgType.DATA, seq + 1, b"d" * 1500))
     stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))
     assert stream.rx_window == 3000 and stream.grown == 2000
 
@@ -526,6 +541,7 @@ def test_no_growth_while_our_reader_is_slow_or_the_budget_is_spent():
     budget = Budget(500)
     host.grow_window = budget.grow_window
     stream.max_window = 8000
+    open_with_data(stream, 600)
     stream.pauseProducing()  # the local socket is full: the window is not the bottleneck
     stream.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))
     assert stream.rx_window == 1000
@@ -548,12 +564,11 @@ def test_a_granted_window_lets_the_sender_send_more_and_the_receiver_enforces_th
     host2, receiver, _ = make(window=1000)
     host2.grow_window = Budget(10_000).grow_window
     receiver.max_window = 4000
-    receiver.pauseProducing()  # nothing acknowledged meanwhile
-    receiver.resumeProducing()
+    seq = open_with_data(receiver, 600)  # delivered and acknowledged (n=600)
     receiver.receive(env(MsgType.ACK, 0, b"n=0&s=0&b=1"))
     assert receiver.rx_window == 2000
-    receiver.pauseProducing()
-    receiver.receive(env(MsgType.DATA, 0, b"d" * 2000))
+    receiver.pauseProducing()  # nothing acknowledged from here on
+    receiver.receive(env(MsgType.DATA, seq, b"d" * 2000))
     assert receiver.phase is not Phase.CLOSED
-    receiver.receive(env(MsgType.DATA, 1, b"d"))
+    receiver.receive(env(MsgType.DATA, seq + 1, b"d"))
     assert receiver.phase is Phase.CLOSED and host2.violations == [receiver]
